@@ -1,0 +1,1058 @@
+//! The step graph: `for_each` expansion, rendering, `needs` and phase-order edges, selection, waves.
+//!
+//! Owns turning a loaded [`Spec`] into concrete [`Unit`]s (steps and phase gates) in a petgraph
+//! DAG, and rejecting cycles, unknown or duplicate ids and backwards phase references. It never runs
+//! anything and never reads state.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use petgraph::Direction;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::{UserError, UserErrors};
+use crate::render::{self, Renderer};
+use crate::spec::load::{PhaseFile, Spec};
+use crate::spec::phase::{ActionSpec, ForEach, parse_duration};
+use crate::spec::plan::Role;
+
+/// Default step timeout when a step does not set one.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default gate-item timeout.
+pub const DEFAULT_GATE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Retry policy of a concrete step.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Retry {
+    pub attempts: u32,
+    #[serde(with = "duration_str")]
+    pub backoff: Duration,
+    #[serde(with = "duration_str")]
+    pub max_backoff: Duration,
+    /// Regexes: a failed attempt whose output matches one is transient.
+    pub transient: Vec<String>,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 1,
+            backoff: Duration::from_secs(2),
+            max_backoff: Duration::from_secs(30),
+            transient: Vec::new(),
+        }
+    }
+}
+
+/// A concrete, rendered step.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unit {
+    /// Readable id, e.g. `talos-apply/infra/infra-01`.
+    pub id: String,
+    /// The phase file's step id it was expanded from, e.g. `talos-apply`.
+    pub step: String,
+    pub phase: String,
+    pub cluster: Option<String>,
+    pub node: Option<String>,
+    pub description: String,
+    /// Concrete ids this unit needs (steps and gates).
+    pub needs: Vec<String>,
+    pub check: Option<ActionSpec>,
+    pub run: ActionSpec,
+    pub verify: Option<ActionSpec>,
+    #[serde(with = "duration_str")]
+    pub timeout: Duration,
+    pub retry: Retry,
+    pub confirm: bool,
+    pub stdin: bool,
+    /// Rendered environment; values may be `op://` references (resolved at run time).
+    pub env: BTreeMap<String, String>,
+    /// sha256 of the rendered definition.
+    pub fingerprint: String,
+    pub file: PathBuf,
+    pub line: u64,
+}
+
+/// One concrete gate item.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateCheck {
+    /// e.g. `nodes-ready/infra`.
+    pub id: String,
+    pub text: String,
+    pub cluster: Option<String>,
+    pub check: ActionSpec,
+    #[serde(with = "duration_str")]
+    pub timeout: Duration,
+}
+
+/// A phase's gate: passes when every item passes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Gate {
+    /// `gate/<phase>`.
+    pub id: String,
+    pub phase: String,
+    pub items: Vec<GateCheck>,
+    pub needs: Vec<String>,
+    pub fingerprint: String,
+}
+
+/// A node of the graph.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Work {
+    Step(Unit),
+    Gate(Gate),
+}
+
+impl Work {
+    pub fn id(&self) -> &str {
+        match self {
+            Work::Step(u) => &u.id,
+            Work::Gate(g) => &g.id,
+        }
+    }
+    pub fn phase(&self) -> &str {
+        match self {
+            Work::Step(u) => &u.phase,
+            Work::Gate(g) => &g.phase,
+        }
+    }
+    pub fn needs(&self) -> &[String] {
+        match self {
+            Work::Step(u) => &u.needs,
+            Work::Gate(g) => &g.needs,
+        }
+    }
+    pub fn fingerprint(&self) -> &str {
+        match self {
+            Work::Step(u) => &u.fingerprint,
+            Work::Gate(g) => &g.fingerprint,
+        }
+    }
+    pub fn as_step(&self) -> Option<&Unit> {
+        match self {
+            Work::Step(u) => Some(u),
+            Work::Gate(_) => None,
+        }
+    }
+}
+
+/// Summary of a phase, in file order.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseInfo {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub needs: Vec<String>,
+    pub file: PathBuf,
+}
+
+/// The whole expanded graph.
+#[derive(Debug, Clone)]
+pub struct Dag {
+    pub work: Vec<Work>,
+    pub graph: DiGraph<usize, ()>,
+    pub index: HashMap<String, NodeIndex>,
+    pub phases: Vec<PhaseInfo>,
+}
+
+/// The part of the graph a command works on.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// Work indices in execution order: selected plus prerequisites.
+    pub order: Vec<usize>,
+    pub selected: HashSet<usize>,
+    /// Outside the selection, but needed by it.
+    pub prerequisites: HashSet<usize>,
+}
+
+struct Item<'a> {
+    suffix: String,
+    cluster: Option<&'a str>,
+    node: Option<&'a str>,
+    ctx: Value,
+}
+
+fn expansions<'a>(
+    spec: &'a Spec,
+    for_each: Option<ForEach>,
+    plan_value: &Value,
+    cache: &mut HashMap<(String, String), Value>,
+) -> Vec<Item<'a>> {
+    let mut items = Vec::new();
+    match for_each {
+        None => items.push(Item {
+            suffix: String::new(),
+            cluster: None,
+            node: None,
+            ctx: cached(cache, plan_value, spec, None, None),
+        }),
+        Some(ForEach::Cluster) => {
+            for c in &spec.plan.clusters {
+                let name = c.name.value.as_str();
+                items.push(Item {
+                    suffix: format!("/{name}"),
+                    cluster: Some(name),
+                    node: None,
+                    ctx: cached(cache, plan_value, spec, Some(name), None),
+                });
+            }
+        }
+        Some(fe @ (ForEach::Node | ForEach::Controlplane)) => {
+            for c in &spec.plan.clusters {
+                for n in &c.nodes {
+                    if fe == ForEach::Controlplane && n.role != Role::Controlplane {
+                        continue;
+                    }
+                    let cn = c.name.value.as_str();
+                    let nn = n.name.value.as_str();
+                    items.push(Item {
+                        suffix: format!("/{cn}/{nn}"),
+                        cluster: Some(cn),
+                        node: Some(nn),
+                        ctx: cached(cache, plan_value, spec, Some(cn), Some(nn)),
+                    });
+                }
+            }
+        }
+    }
+    items
+}
+
+fn cached(
+    cache: &mut HashMap<(String, String), Value>,
+    plan_value: &Value,
+    spec: &Spec,
+    cluster: Option<&str>,
+    node: Option<&str>,
+) -> Value {
+    let key = (
+        cluster.unwrap_or("").to_string(),
+        node.unwrap_or("").to_string(),
+    );
+    cache
+        .entry(key)
+        .or_insert_with(|| {
+            let c = cluster.and_then(|c| spec.plan.cluster(c));
+            let cv = c.map(render::cluster_value);
+            let nv = node
+                .and_then(|n| c.and_then(|c| c.nodes.iter().find(|x| x.name.value == n)))
+                .map(render::node_value);
+            render::context(plan_value, cv.as_ref(), nv.as_ref())
+        })
+        .clone()
+}
+
+fn render_action(
+    r: &Renderer,
+    a: &ActionSpec,
+    ctx: &Value,
+    cluster: Option<&str>,
+    file: &Path,
+    line: u64,
+    field: &str,
+) -> Result<ActionSpec, UserError> {
+    let mut v = serde_json::to_value(a).map_err(|e| UserError::new(e.to_string()))?;
+    r.render_value(&mut v, ctx, file, line, field)?;
+    let mut out: ActionSpec = serde_json::from_value(v)
+        .map_err(|e| UserError::new(e.to_string()).in_file(file).at(line, 1))?;
+    // Built-in Kubernetes checks default to the unit's cluster.
+    let slot = match &mut out {
+        ActionSpec::Nodes(c) => Some(&mut c.cluster),
+        ActionSpec::Rollout(c) => Some(&mut c.cluster),
+        ActionSpec::Condition(c) => Some(&mut c.cluster),
+        ActionSpec::Exists(c) | ActionSpec::Absent(c) => Some(&mut c.cluster),
+        ActionSpec::Crd(c) => Some(&mut c.cluster),
+        ActionSpec::Cmd(argv) => {
+            if argv.is_empty() {
+                return Err(UserError::new("the command is empty")
+                    .in_file(file)
+                    .at(line, 1)
+                    .field(field)
+                    .help("give an argv list such as [talosctl, version]"));
+            }
+            None
+        }
+        ActionSpec::Shell(_) => None,
+    };
+    if let Some(slot) = slot {
+        if slot.is_none() {
+            match cluster {
+                Some(c) => *slot = Some(c.to_string()),
+                None => {
+                    return Err(UserError::new("a Kubernetes check needs a cluster")
+                        .in_file(file)
+                        .at(line, 1)
+                        .field(field)
+                        .help("set `cluster:` on the check, or expand the step with `for_each: cluster`")
+                        .with_source_line());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn duration_field(
+    s: Option<&serde_saphyr::Spanned<String>>,
+    default: Duration,
+    file: &Path,
+    field: &str,
+) -> Result<Duration, UserError> {
+    match s {
+        None => Ok(default),
+        Some(sp) => parse_duration(&sp.value).map_err(|e| {
+            UserError::new(e)
+                .in_file(file)
+                .at(sp.referenced.line(), sp.referenced.column())
+                .field(field)
+                .help("write a duration such as 90s, 5m or 1h")
+                .with_source_line()
+        }),
+    }
+}
+
+fn fingerprint<T: Serialize>(v: &T) -> String {
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    hex::encode(Sha256::digest(&bytes))
+}
+
+impl Dag {
+    /// Expand and render every phase of `spec` into a checked graph.
+    pub fn build(spec: &Spec, state_dir: &Path) -> Result<Dag, UserErrors> {
+        let r = Renderer::new();
+        let plan_value = render::plan_value(&spec.plan, state_dir);
+        let mut cache = HashMap::new();
+        let mut errors: Vec<UserError> = Vec::new();
+        let mut work: Vec<Work> = Vec::new();
+        let mut phases: Vec<PhaseInfo> = Vec::new();
+        // template step id -> (phase index, file, line, concrete unit indices)
+        let mut templates: HashMap<String, (usize, PathBuf, u64, Vec<usize>)> = HashMap::new();
+        let mut phase_ids: HashMap<String, usize> = HashMap::new();
+
+        for (pi, PhaseFile { phase, file, .. }) in spec.phases.iter().enumerate() {
+            let pid = phase.id.value.clone();
+            if let Some(&prev) = phase_ids.get(&pid) {
+                errors.push(
+                    UserError::new(format!(
+                        "duplicate phase id {pid:?} (also in {})",
+                        phases[prev].file.display()
+                    ))
+                    .in_file(file)
+                    .at(phase.id.referenced.line(), phase.id.referenced.column())
+                    .field("id")
+                    .help("give each phase a unique id")
+                    .with_source_line(),
+                );
+                continue;
+            }
+            let mut needs = Vec::new();
+            for n in &phase.needs {
+                match phase_ids.get(&n.value) {
+                    Some(_) => needs.push(n.value.clone()),
+                    None => errors.push(
+                        UserError::new(format!("phase {pid:?} needs {:?}, which is not an earlier phase", n.value))
+                            .in_file(file)
+                            .at(n.referenced.line(), n.referenced.column())
+                            .field("needs")
+                            .help("name a phase defined in an earlier file (phases run in file-name order)")
+                            .with_source_line(),
+                    ),
+                }
+            }
+            if phase.needs.is_empty() && pi > 0 {
+                if let Some(prev) = phases.last() {
+                    needs.push(prev.id.clone());
+                }
+            }
+            phase_ids.insert(pid.clone(), phases.len());
+            phases.push(PhaseInfo {
+                id: pid.clone(),
+                title: phase.title.clone(),
+                description: phase.description.clone(),
+                needs,
+                file: file.clone(),
+            });
+
+            for step in &phase.steps {
+                let sid = step.id.value.clone();
+                let sline = step.id.referenced.line();
+                if let Some((_, f, l, _)) = templates.get(&sid) {
+                    errors.push(
+                        UserError::new(format!(
+                            "duplicate step id {sid:?} (first defined at {}:{l})",
+                            f.display()
+                        ))
+                        .in_file(file)
+                        .at(sline, step.id.referenced.column())
+                        .field("id")
+                        .help("give each step a unique id across all phases")
+                        .with_source_line(),
+                    );
+                    continue;
+                }
+                if sid.is_empty() || sid.contains(['/', ' ', '*', '?', '[']) {
+                    errors.push(
+                        UserError::new(format!("step id {sid:?} must be non-empty without '/', spaces or glob characters"))
+                            .in_file(file)
+                            .at(sline, step.id.referenced.column())
+                            .field("id")
+                            .help("use lower-case words joined by '-', e.g. talos-apply")
+                            .with_source_line(),
+                    );
+                    continue;
+                }
+                let timeout = match duration_field(
+                    step.timeout.as_ref(),
+                    DEFAULT_STEP_TIMEOUT,
+                    file,
+                    "timeout",
+                ) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                };
+                let retry = match &step.retry {
+                    None => Ok(Retry::default()),
+                    Some(rs) => (|| {
+                        let backoff = parse_duration(&rs.backoff)?;
+                        let max_backoff = parse_duration(&rs.max_backoff)?;
+                        for t in &rs.transient {
+                            regex::Regex::new(t).map_err(|e| {
+                                format!(
+                                    "retry.transient {t:?} is not a valid regular expression: {e}"
+                                )
+                            })?;
+                        }
+                        if rs.attempts == 0 {
+                            return Err("retry.attempts must be at least 1".to_string());
+                        }
+                        Ok(Retry {
+                            attempts: rs.attempts,
+                            backoff,
+                            max_backoff,
+                            transient: rs.transient.clone(),
+                        })
+                    })()
+                    .map_err(|m| {
+                        UserError::new(m)
+                            .in_file(file)
+                            .at(sline, 1)
+                            .field(format!("steps.{sid}.retry"))
+                            .help("fix the retry settings")
+                            .with_source_line()
+                    }),
+                };
+                let retry = match retry {
+                    Ok(r) => r,
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                };
+                let mut indices = Vec::new();
+                for item in expansions(spec, step.for_each, &plan_value, &mut cache) {
+                    let id = format!("{sid}{}", item.suffix);
+                    let built = (|| -> Result<Unit, UserError> {
+                        let check = step
+                            .check
+                            .as_ref()
+                            .map(|c| {
+                                render_action(
+                                    &r,
+                                    &c.value,
+                                    &item.ctx,
+                                    item.cluster,
+                                    file,
+                                    c.referenced.line(),
+                                    "check",
+                                )
+                            })
+                            .transpose()?;
+                        let run = render_action(
+                            &r,
+                            &step.run.value,
+                            &item.ctx,
+                            item.cluster,
+                            file,
+                            step.run.referenced.line(),
+                            "run",
+                        )?;
+                        let verify = step
+                            .verify
+                            .as_ref()
+                            .map(|c| {
+                                render_action(
+                                    &r,
+                                    &c.value,
+                                    &item.ctx,
+                                    item.cluster,
+                                    file,
+                                    c.referenced.line(),
+                                    "verify",
+                                )
+                            })
+                            .transpose()?;
+                        let mut env = BTreeMap::new();
+                        for (k, v) in &step.env {
+                            env.insert(
+                                k.clone(),
+                                r.render(v, &item.ctx, file, sline, &format!("env.{k}"))?,
+                            );
+                        }
+                        let description =
+                            r.render(&step.description, &item.ctx, file, sline, "description")?;
+                        let fp = fingerprint(&(
+                            &check,
+                            &run,
+                            &verify,
+                            &env,
+                            timeout.as_secs(),
+                            &retry,
+                            step.confirm,
+                            step.stdin,
+                        ));
+                        Ok(Unit {
+                            id: id.clone(),
+                            step: sid.clone(),
+                            phase: pid.clone(),
+                            cluster: item.cluster.map(String::from),
+                            node: item.node.map(String::from),
+                            description,
+                            needs: Vec::new(),
+                            check,
+                            run,
+                            verify,
+                            timeout,
+                            retry: retry.clone(),
+                            confirm: step.confirm,
+                            stdin: step.stdin,
+                            env,
+                            fingerprint: fp,
+                            file: file.clone(),
+                            line: sline,
+                        })
+                    })();
+                    match built {
+                        Ok(u) => {
+                            indices.push(work.len());
+                            work.push(Work::Step(u));
+                        }
+                        Err(e) => errors.push(e),
+                    }
+                }
+                templates.insert(sid, (pi, file.clone(), sline, indices));
+            }
+
+            // The gate.
+            let mut items = Vec::new();
+            let mut seen = HashSet::new();
+            for gi in &phase.gate {
+                let timeout = match duration_field(
+                    gi.timeout.as_ref(),
+                    DEFAULT_GATE_TIMEOUT,
+                    file,
+                    "timeout",
+                ) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                };
+                for item in expansions(spec, gi.for_each, &plan_value, &mut cache) {
+                    let id = format!("{}{}", gi.id.value, item.suffix);
+                    if !seen.insert(id.clone()) {
+                        errors.push(
+                            UserError::new(format!("duplicate gate item id {:?}", gi.id.value))
+                                .in_file(file)
+                                .at(gi.id.referenced.line(), gi.id.referenced.column())
+                                .field("gate.id")
+                                .help("give each gate item a unique id")
+                                .with_source_line(),
+                        );
+                        break;
+                    }
+                    match render_action(
+                        &r,
+                        &gi.check.value,
+                        &item.ctx,
+                        item.cluster,
+                        file,
+                        gi.check.referenced.line(),
+                        "gate.check",
+                    )
+                    .and_then(|check| {
+                        Ok((
+                            check,
+                            r.render(
+                                &gi.text,
+                                &item.ctx,
+                                file,
+                                gi.id.referenced.line(),
+                                "gate.text",
+                            )?,
+                        ))
+                    }) {
+                        Ok((check, text)) => items.push(GateCheck {
+                            id,
+                            text,
+                            cluster: item.cluster.map(String::from),
+                            check,
+                            timeout,
+                        }),
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+            let fp = fingerprint(&items);
+            work.push(Work::Gate(Gate {
+                id: format!("gate/{pid}"),
+                phase: pid.clone(),
+                items,
+                needs: Vec::new(),
+                fingerprint: fp,
+            }));
+        }
+        if !errors.is_empty() {
+            return Err(UserErrors(errors));
+        }
+
+        // Resolve needs.
+        let gate_of: HashMap<String, usize> = work
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| match w {
+                Work::Gate(g) => Some((g.phase.clone(), i)),
+                _ => None,
+            })
+            .collect();
+        let phase_index: HashMap<&str, usize> = phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.id.as_str(), i))
+            .collect();
+        let by_id: HashMap<String, usize> = work
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.id().to_string(), i))
+            .collect();
+        let mut all_needs: Vec<Vec<usize>> = vec![Vec::new(); work.len()];
+        let steps_of_phase = |spec: &Spec, pid: &str| -> Vec<(String, u64, Vec<Spanned2>)> {
+            spec.phases
+                .iter()
+                .filter(|p| p.phase.id.value == pid)
+                .flat_map(|p| {
+                    p.phase.steps.iter().map(|s| {
+                        (
+                            s.id.value.clone(),
+                            s.id.referenced.line(),
+                            s.needs
+                                .iter()
+                                .map(|n| {
+                                    (n.value.clone(), n.referenced.line(), n.referenced.column())
+                                })
+                                .collect(),
+                        )
+                    })
+                })
+                .collect()
+        };
+        type Spanned2 = (String, u64, u64);
+        for (pi, pf) in spec.phases.iter().enumerate() {
+            let pid = &phases[pi].id;
+            for (sid, _sline, needs) in steps_of_phase(spec, pid) {
+                let Some((_, _, _, units)) = templates.get(&sid) else {
+                    continue;
+                };
+                for &ui in units {
+                    let (ucluster, unode) = match &work[ui] {
+                        Work::Step(u) => (u.cluster.clone(), u.node.clone()),
+                        _ => continue,
+                    };
+                    let mut deps: Vec<usize> = Vec::new();
+                    for (need, nline, ncol) in &needs {
+                        let targets: Vec<usize> = if let Some((npi, _, _, nunits)) =
+                            templates.get(need)
+                        {
+                            if *npi > pi {
+                                errors.push(
+                                    UserError::new(format!("step {sid:?} needs {need:?}, a step of the later phase {:?}", phases[*npi].id))
+                                        .in_file(&pf.file)
+                                        .at(*nline, *ncol)
+                                        .field(format!("steps.{sid}.needs"))
+                                        .help("move one of the steps, or reorder the phases: a step may only need steps of its own or an earlier phase")
+                                        .with_source_line(),
+                                );
+                                continue;
+                            }
+                            narrow(&work, nunits, ucluster.as_deref(), unode.as_deref())
+                        } else if let Some(&i) = by_id.get(need) {
+                            if let Some(&npi) = phase_index.get(work[i].phase()) {
+                                if npi > pi {
+                                    errors.push(
+                                        UserError::new(format!("step {sid:?} needs {need:?}, a step of the later phase {:?}", phases[npi].id))
+                                            .in_file(&pf.file)
+                                            .at(*nline, *ncol)
+                                            .field(format!("steps.{sid}.needs"))
+                                            .help("a step may only need steps of its own or an earlier phase")
+                                            .with_source_line(),
+                                    );
+                                    continue;
+                                }
+                            }
+                            vec![i]
+                        } else {
+                            errors.push(
+                                UserError::new(format!(
+                                    "step {sid:?} needs {need:?}, which is not a step"
+                                ))
+                                .in_file(&pf.file)
+                                .at(*nline, *ncol)
+                                .field(format!("steps.{sid}.needs"))
+                                .help(suggest(need, templates.keys()))
+                                .with_source_line(),
+                            );
+                            continue;
+                        };
+                        deps.extend(targets);
+                    }
+                    for np in &phases[pi].needs {
+                        if let Some(&g) = gate_of.get(np) {
+                            deps.push(g);
+                        }
+                    }
+                    deps.sort_unstable();
+                    deps.dedup();
+                    all_needs[ui] = deps;
+                }
+            }
+            if let Some(&g) = gate_of.get(pid) {
+                let mut deps: Vec<usize> = work
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| matches!(w, Work::Step(u) if &u.phase == pid))
+                    .map(|(i, _)| i)
+                    .collect();
+                if deps.is_empty() {
+                    for np in &phases[pi].needs {
+                        if let Some(&pg) = gate_of.get(np) {
+                            deps.push(pg);
+                        }
+                    }
+                }
+                all_needs[g] = deps;
+            }
+        }
+        if !errors.is_empty() {
+            return Err(UserErrors(errors));
+        }
+
+        let mut graph = DiGraph::with_capacity(work.len(), work.len() * 2);
+        let mut index = HashMap::with_capacity(work.len());
+        for (i, w) in work.iter().enumerate() {
+            index.insert(w.id().to_string(), graph.add_node(i));
+        }
+        for (i, deps) in all_needs.iter().enumerate() {
+            for &d in deps {
+                graph.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
+            }
+            let ids: Vec<String> = deps.iter().map(|&d| work[d].id().to_string()).collect();
+            match &mut work[i] {
+                Work::Step(u) => u.needs = ids,
+                Work::Gate(g) => g.needs = ids,
+            }
+        }
+        let dag = Dag {
+            work,
+            graph,
+            index,
+            phases,
+        };
+        dag.check_acyclic()?;
+        Ok(dag)
+    }
+
+    fn check_acyclic(&self) -> Result<(), UserErrors> {
+        if petgraph::algo::toposort(&self.graph, None).is_ok() {
+            return Ok(());
+        }
+        let mut errors = Vec::new();
+        for scc in petgraph::algo::tarjan_scc(&self.graph) {
+            let self_loop = scc.len() == 1 && self.graph.contains_edge(scc[0], scc[0]);
+            if scc.len() < 2 && !self_loop {
+                continue;
+            }
+            let members: HashSet<NodeIndex> = scc.iter().copied().collect();
+            let start = *scc.iter().min_by_key(|n| n.index()).expect("non-empty");
+            let cycle = find_cycle(&self.graph, start, &members);
+            let names: Vec<&str> = cycle
+                .iter()
+                .map(|n| self.work[self.graph[*n]].id())
+                .collect();
+            let (file, line) = match &self.work[self.graph[start]] {
+                Work::Step(u) => (u.file.clone(), u.line),
+                Work::Gate(g) => (
+                    self.phases
+                        .iter()
+                        .find(|p| p.id == g.phase)
+                        .map(|p| p.file.clone())
+                        .unwrap_or_default(),
+                    0,
+                ),
+            };
+            let mut e = UserError::new(format!("dependency cycle: {}", names.join(" -> ")))
+                .in_file(file)
+                .field("needs")
+                .help("remove one of these `needs` so that the steps can run in some order");
+            if line > 0 {
+                e = e.at(line, 1).with_source_line();
+            }
+            errors.push(e);
+        }
+        Err(UserErrors(errors))
+    }
+
+    /// Select work by phase ids and step globs; prerequisites come along.
+    pub fn select(&self, phases: &[String], steps: &[String]) -> Result<Selection, UserError> {
+        let mut selected: HashSet<usize> = HashSet::new();
+        for p in phases {
+            if !self.phases.iter().any(|x| &x.id == p) {
+                let known: Vec<&str> = self.phases.iter().map(|x| x.id.as_str()).collect();
+                return Err(UserError::new(format!("no phase named {p:?}"))
+                    .field("--phase")
+                    .help(format!("choose one of: {}", known.join(", "))));
+            }
+            selected.extend(
+                self.work
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| w.phase() == p)
+                    .map(|(i, _)| i),
+            );
+        }
+        for s in steps {
+            let pat = glob::Pattern::new(s).map_err(|e| {
+                UserError::new(format!("invalid step pattern {s:?}: {e}")).field("--step")
+            })?;
+            let before = selected.len();
+            let mut matched = false;
+            for (i, w) in self.work.iter().enumerate() {
+                let hit = pat.matches(w.id()) || matches!(w, Work::Step(u) if pat.matches(&u.step));
+                if hit {
+                    matched = true;
+                    selected.insert(i);
+                }
+            }
+            if !matched && selected.len() == before {
+                return Err(UserError::new(format!("no step matches {s:?}"))
+                    .field("--step")
+                    .help("run `bootstrap plan` to list step ids; globs such as 'talos-apply/apps/*' are allowed"));
+            }
+        }
+        if phases.is_empty() && steps.is_empty() {
+            selected.extend(0..self.work.len());
+        }
+        // Ancestors of the selection are prerequisites.
+        let mut prerequisites = HashSet::new();
+        let mut stack: Vec<NodeIndex> = selected.iter().map(|&i| NodeIndex::new(i)).collect();
+        while let Some(n) = stack.pop() {
+            for p in self.graph.neighbors_directed(n, Direction::Incoming) {
+                let pi = p.index();
+                if !selected.contains(&pi) && prerequisites.insert(pi) {
+                    stack.push(p);
+                }
+            }
+        }
+        let mut keep: HashSet<usize> = selected.clone();
+        keep.extend(prerequisites.iter().copied());
+        let order = self.topo_order(&keep);
+        Ok(Selection {
+            order,
+            selected,
+            prerequisites,
+        })
+    }
+
+    /// Deterministic topological order of a subset (ties broken by file order).
+    pub fn topo_order(&self, keep: &HashSet<usize>) -> Vec<usize> {
+        let mut indegree: HashMap<usize, usize> = keep.iter().map(|&i| (i, 0)).collect();
+        for &i in keep {
+            for p in self
+                .graph
+                .neighbors_directed(NodeIndex::new(i), Direction::Incoming)
+            {
+                if keep.contains(&p.index()) {
+                    *indegree.get_mut(&i).expect("kept") += 1;
+                }
+            }
+        }
+        let mut ready: std::collections::BTreeSet<usize> = indegree
+            .iter()
+            .filter(|(_, d)| **d == 0)
+            .map(|(i, _)| *i)
+            .collect();
+        let mut order = Vec::with_capacity(keep.len());
+        while let Some(i) = ready.pop_first() {
+            order.push(i);
+            for c in self
+                .graph
+                .neighbors_directed(NodeIndex::new(i), Direction::Outgoing)
+            {
+                let ci = c.index();
+                if let Some(d) = indegree.get_mut(&ci) {
+                    *d -= 1;
+                    if *d == 0 {
+                        ready.insert(ci);
+                    }
+                }
+            }
+        }
+        order
+    }
+
+    /// Parallel waves of an ordered subset: wave k holds what can start once waves < k are done.
+    pub fn waves(&self, order: &[usize]) -> Vec<Vec<usize>> {
+        let keep: HashSet<usize> = order.iter().copied().collect();
+        let mut level: HashMap<usize, usize> = HashMap::new();
+        let mut waves: Vec<Vec<usize>> = Vec::new();
+        for &i in order {
+            let l = self
+                .graph
+                .neighbors_directed(NodeIndex::new(i), Direction::Incoming)
+                .filter(|p| keep.contains(&p.index()))
+                .map(|p| level.get(&p.index()).copied().unwrap_or(0) + 1)
+                .max()
+                .unwrap_or(0);
+            level.insert(i, l);
+            if waves.len() <= l {
+                waves.resize_with(l + 1, Vec::new);
+            }
+            waves[l].push(i);
+        }
+        waves
+    }
+
+    /// Indices of everything downstream of `i`.
+    pub fn descendants(&self, i: usize) -> HashSet<usize> {
+        let mut out = HashSet::new();
+        let mut stack = vec![NodeIndex::new(i)];
+        while let Some(n) = stack.pop() {
+            for c in self.graph.neighbors_directed(n, Direction::Outgoing) {
+                if out.insert(c.index()) {
+                    stack.push(c);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Work> {
+        self.index.get(id).map(|n| &self.work[self.graph[*n]])
+    }
+}
+
+fn narrow(work: &[Work], units: &[usize], cluster: Option<&str>, node: Option<&str>) -> Vec<usize> {
+    let same = |u: &Unit| {
+        let c_ok = match (cluster, u.cluster.as_deref()) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        let n_ok = match (node, u.node.as_deref()) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        c_ok && n_ok
+    };
+    units
+        .iter()
+        .copied()
+        .filter(|&i| matches!(&work[i], Work::Step(u) if same(u)))
+        .collect()
+}
+
+fn suggest<'a>(need: &str, known: impl Iterator<Item = &'a String>) -> String {
+    let mut best: Option<(&str, usize)> = None;
+    for k in known {
+        let d = edit_distance(need, k);
+        if d <= 3 && best.is_none_or(|(_, bd)| d < bd) {
+            best = Some((k, d));
+        }
+    }
+    match best {
+        Some((k, _)) => format!("did you mean {k:?}?"),
+        None => "name a step id defined in this or an earlier phase".into(),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn find_cycle(
+    g: &DiGraph<usize, ()>,
+    start: NodeIndex,
+    members: &HashSet<NodeIndex>,
+) -> Vec<NodeIndex> {
+    // BFS from start back to start inside the SCC, following outgoing edges.
+    let mut prev: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(n) = queue.pop_front() {
+        for c in g.neighbors_directed(n, Direction::Outgoing) {
+            if !members.contains(&c) {
+                continue;
+            }
+            if c == start {
+                let mut path = vec![start];
+                let mut cur = n;
+                while cur != start {
+                    path.push(cur);
+                    cur = prev[&cur];
+                }
+                path.push(start);
+                let end = path.len() - 1;
+                path[1..end].reverse();
+                return path;
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = prev.entry(c) {
+                e.insert(n);
+                queue.push_back(c);
+            }
+        }
+    }
+    vec![start, start]
+}
+
+/// Durations serialise as humantime strings ("5m").
+pub mod duration_str {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}

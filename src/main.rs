@@ -1,0 +1,57 @@
+//! The `bootstrap` binary: parse the command line, call one function per command, map errors to exit
+//! codes. When invoked under a tool's name (talosctl, helm, cilium, hubble, flux, op, kubectl) it is the
+//! lab's stand-in for that tool.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use bootstrap::cli::{Cli, Command};
+use bootstrap::error::{Exit, ExitError, UserError, UserErrors, exit_code_of};
+
+fn main() -> ExitCode {
+    if let Some(code) = bootstrap::lab::tools::dispatch_by_argv0() {
+        return code;
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                _ => Exit::Usage as u8,
+            });
+        }
+    };
+    let _ = color_eyre::config::HookBuilder::default()
+        .display_env_section(false)
+        .install();
+    let g = &cli.global;
+    let result = match cli.command {
+        Command::Plan(args) => bootstrap::dryrun::plan_command(g, &args),
+        Command::Graph(args) => bootstrap::dryrun::graph_command(g, &args),
+        Command::Lint(args) => bootstrap::lint::lint_command(g, &args),
+        Command::Run(args) => bootstrap::engine::run_command(g, &args),
+        Command::Resume(args) => bootstrap::engine::resume_command(g, &args),
+        Command::Status(args) => bootstrap::engine::status_command(g, &args),
+        Command::Reset(args) => bootstrap::engine::reset_command(g, &args),
+        Command::Unlock(args) => bootstrap::engine::unlock_command(g, &args),
+        Command::Lab(cmd) => bootstrap::lab::lab_command(g, &cmd),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(err) => {
+            let code = exit_code_of(&err);
+            if let Some(e) = err.downcast_ref::<UserError>() {
+                eprintln!("error: {e}");
+            } else if let Some(e) = err.downcast_ref::<UserErrors>() {
+                eprintln!("{e}");
+            } else if let Some(e) = err.downcast_ref::<ExitError>() {
+                eprintln!("error: {e}");
+            } else {
+                eprintln!("error: {err:#}");
+            }
+            ExitCode::from(code as u8)
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! Templates: rendering plan values into step definitions with minijinja, strictly.
+//!
+//! Owns the template context (plan, cluster, node, vars, …) and the renderer. An undefined name is an
+//! error that names the template's file and line. It never runs or resolves secrets: a secret renders
+//! as its `op://` reference, and the executor resolves it at run time.
+
+use std::path::Path;
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde_json::{Value, json};
+
+use crate::error::UserError;
+use crate::spec::plan::{Cluster, Node, Plan};
+
+/// A strict renderer.
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Renderer {
+    pub fn new() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        Renderer { env }
+    }
+
+    /// Render one template string. `file`/`line` locate it for the error.
+    pub fn render(
+        &self,
+        template: &str,
+        ctx: &Value,
+        file: &Path,
+        line: u64,
+        field: &str,
+    ) -> Result<String, UserError> {
+        if !template.contains("{{") && !template.contains("{%") {
+            return Ok(template.to_string());
+        }
+        self.env.render_str(template, minijinja::Value::from(minijinja::value::Serde(ctx))).map_err(|e| {
+            let detail = match e.kind() {
+                minijinja::ErrorKind::UndefinedError => {
+                    format!("undefined name in template {template:?}: {}", e.detail().unwrap_or("undefined value"))
+                }
+                _ => format!("template {template:?} does not render: {e}"),
+            };
+            UserError::new(detail)
+                .in_file(file)
+                .at(line, 1)
+                .field(field)
+                .help("use a name the plan defines: plan, cluster, node, clusters, versions, git, paths, vars, secrets, mesh, state_dir")
+                .with_source_line()
+        })
+    }
+
+    /// Render every string inside a JSON value, in place.
+    pub fn render_value(
+        &self,
+        v: &mut Value,
+        ctx: &Value,
+        file: &Path,
+        line: u64,
+        field: &str,
+    ) -> Result<(), UserError> {
+        match v {
+            Value::String(s) => {
+                *s = self.render(s, ctx, file, line, field)?;
+            }
+            Value::Array(items) => {
+                for item in items {
+                    self.render_value(item, ctx, file, line, field)?;
+                }
+            }
+            Value::Object(map) => {
+                for (_, item) in map.iter_mut() {
+                    self.render_value(item, ctx, file, line, field)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// The plan as template data.
+pub fn plan_value(plan: &Plan, state_dir: &Path) -> Value {
+    let clusters: Vec<Value> = plan.clusters.iter().map(cluster_value).collect();
+    let secrets: serde_json::Map<String, Value> = plan
+        .secrets
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.value.clone())))
+        .collect();
+    let patches: serde_json::Map<String, Value> = plan
+        .paths
+        .patches
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.value.clone())))
+        .collect();
+    let files: serde_json::Map<String, Value> = plan
+        .paths
+        .files
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.value.clone())))
+        .collect();
+    json!({
+        "name": plan.name.value,
+        "lab": plan.lab,
+        "state_dir": state_dir.display().to_string(),
+        "clusters": clusters,
+        "mesh": {
+            "enabled": plan.mesh.enabled,
+            "native_routing_cidr": plan.mesh.native_routing_cidr.as_ref().map(|c| c.value.to_string()),
+            "apiserver": {
+                "service_type": plan.mesh.apiserver.service_type,
+                "addresses": plan.mesh.apiserver.addresses,
+            },
+        },
+        "versions": {
+            "talos": plan.versions.talos,
+            "kubernetes": plan.versions.kubernetes,
+            "cilium": plan.versions.cilium,
+            "flux": plan.versions.flux,
+            "charts": plan.versions.charts,
+        },
+        "git": {
+            "provider": plan.git.provider,
+            "owner": plan.git.owner,
+            "repository": plan.git.repository,
+            "branch": plan.git.branch,
+            "paths": plan.git.paths,
+            "personal": plan.git.personal,
+        },
+        "secrets": secrets,
+        "paths": {
+            "kubeconfig": plan.paths.kubeconfig.value,
+            "talosconfig": plan.paths.talosconfig.value,
+            "talos_configs": plan.paths.talos_configs.value,
+            "patches": patches,
+            "files": files,
+        },
+        "vars": plan.vars,
+    })
+}
+
+pub fn cluster_value(c: &Cluster) -> Value {
+    let nodes: Vec<Value> = c.nodes.iter().map(node_value).collect();
+    let controlplanes: Vec<Value> = c
+        .nodes
+        .iter()
+        .filter(|n| n.role == crate::spec::Role::Controlplane)
+        .map(node_value)
+        .collect();
+    json!({
+        "name": c.name.value,
+        "id": c.id.value,
+        "context": c.context,
+        "talos_context": c.talos_context,
+        "endpoint": c.endpoint.value,
+        "pod_cidr": c.pod_cidr.value.to_string(),
+        "service_cidr": c.service_cidr.value.to_string(),
+        "dns_ip": c.dns_ip.value.to_string(),
+        "nodes": nodes,
+        "controlplanes": controlplanes,
+        "first_controlplane": controlplanes.first().cloned().unwrap_or(Value::Null),
+    })
+}
+
+pub fn node_value(n: &Node) -> Value {
+    json!({
+        "name": n.name.value,
+        "ip": n.ip.value.to_string(),
+        "role": match n.role { crate::spec::Role::Controlplane => "controlplane", crate::spec::Role::Worker => "worker" },
+        "install_disk": n.install_disk.clone().unwrap_or_else(|| "/dev/sda".into()),
+    })
+}
+
+/// The context for one expansion: the whole plan at top level, plus `plan`, `cluster`, `node`, `peers`.
+pub fn context(plan: &Value, cluster: Option<&Value>, node: Option<&Value>) -> Value {
+    let mut ctx = plan.as_object().cloned().unwrap_or_default();
+    ctx.insert("plan".into(), plan.clone());
+    if let Some(c) = cluster {
+        ctx.insert("cluster".into(), c.clone());
+        let name = c.get("name").cloned().unwrap_or(Value::Null);
+        let peers: Vec<Value> = plan["clusters"]
+            .as_array()
+            .map(|cs| {
+                cs.iter()
+                    .filter(|x| x.get("name") != Some(&name))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        ctx.insert("peers".into(), Value::Array(peers));
+    }
+    if let Some(n) = node {
+        ctx.insert("node".into(), n.clone());
+    }
+    Value::Object(ctx)
+}

@@ -1,0 +1,179 @@
+//! Reading plan and phase files from disk into typed values, with errors that point into the file.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{UserError, UserErrors};
+
+use super::phase::Phase;
+use super::plan::Plan;
+
+/// A loaded plan file and its phase files.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub plan: Plan,
+    pub plan_file: PathBuf,
+    /// Raw bytes of the plan file (for fingerprints of saved plans).
+    pub plan_text: String,
+    /// Phases in file-name order, each with its file and raw text.
+    pub phases: Vec<PhaseFile>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PhaseFile {
+    pub phase: Phase,
+    pub file: PathBuf,
+    pub text: String,
+}
+
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! { strict_booleans: true }
+}
+
+/// Parse YAML text into `T`, turning parse and type errors into a [`UserError`] naming the file.
+pub fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, UserError> {
+    serde_saphyr::from_str_with_options::<T>(text, yaml_options()).map_err(|e| {
+        let mut err = UserError::new(yaml_message(&e)).in_file(file);
+        if let Some(loc) = e.location() {
+            err = err.at(loc.line(), loc.column());
+        }
+        err.help(yaml_help(&e)).with_source_line()
+    })
+}
+
+/// The error's own words, without serde-saphyr's snippet (we render our own, with the file name).
+fn yaml_message(e: &serde_saphyr::Error) -> String {
+    let plain = e.without_snippet().to_string();
+    // serde-saphyr prefixes "line X column Y:" or appends " at line X column Y"; keep the message only.
+    let first = plain.lines().next().unwrap_or(&plain).to_string();
+    strip_location(&first)
+}
+
+fn strip_location(s: &str) -> String {
+    let re = regex::Regex::new(r"(?i)\s*(at )?line \d+,? column \d+:?\s*").expect("static regex");
+    let out = re
+        .replace_all(s, " ")
+        .trim()
+        .trim_end_matches(':')
+        .trim()
+        .to_string();
+    if out.is_empty() { s.to_string() } else { out }
+}
+
+fn yaml_help(e: &serde_saphyr::Error) -> String {
+    let msg = e.without_snippet().to_string();
+    if msg.contains("unknown field") {
+        "remove the field or correct its spelling; the expected fields are listed above".into()
+    } else if msg.contains("missing field") {
+        "add the missing field".into()
+    } else if msg.contains("invalid IP")
+        || msg.contains("address")
+        || msg.contains("CIDR")
+        || msg.contains("prefix")
+    {
+        "write an IPv4 address such as 10.25.11.11 or a network such as 10.244.0.0/16".into()
+    } else if msg.contains("invalid type") {
+        "give a value of the expected type".into()
+    } else {
+        "fix the YAML at the position shown".into()
+    }
+}
+
+fn read(file: &Path, what: &str) -> Result<String, UserError> {
+    std::fs::read_to_string(file).map_err(|e| {
+        UserError::new(format!("cannot read {what}: {e}"))
+            .in_file(file)
+            .help(match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    format!("create it, or point --{what} at an existing file")
+                }
+                _ => "check the path and its permissions".into(),
+            })
+    })
+}
+
+/// Load and validate a plan file.
+pub fn load_plan(file: &Path) -> Result<(Plan, String), UserError> {
+    let text = read(file, "plan")?;
+    let plan: Plan = parse_yaml(file, &text)?;
+    Ok((plan, text))
+}
+
+/// Load every `*.yaml`/`*.yml` file of a phase directory, in file-name order.
+pub fn load_phases(dir: &Path) -> Result<Vec<PhaseFile>, UserErrors> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        UserErrors(vec![
+            UserError::new(format!("cannot read the phase directory: {e}"))
+                .in_file(dir)
+                .help("point --phases at a directory of phase YAML files"),
+        ])
+    })?;
+    let mut files: Vec<PathBuf> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| {
+            UserErrors(vec![
+                UserError::new(format!("cannot list the phase directory: {e}")).in_file(dir),
+            ])
+        })?;
+        let path = entry.path();
+        if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) && path.is_file()
+        {
+            files.push(path);
+        }
+    }
+    files.sort();
+    if files.is_empty() {
+        return Err(UserErrors(vec![
+            UserError::new("the phase directory has no phase files (*.yaml)")
+                .in_file(dir)
+                .help("add phase files such as 01-foundation.yaml, or point --phases elsewhere"),
+        ]));
+    }
+    let mut phases = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        match read(&file, "phases")
+            .and_then(|text| parse_yaml::<Phase>(&file, &text).map(|p| (p, text)))
+        {
+            Ok((phase, text)) => phases.push(PhaseFile { phase, file, text }),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(phases)
+    } else {
+        Err(UserErrors(errors))
+    }
+}
+
+/// Load the plan and all phases.
+pub fn load_spec(plan_file: &Path, phases_dir: &Path) -> Result<Spec, UserErrors> {
+    let mut errors = Vec::new();
+    let plan = match load_plan(plan_file) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    let phases = match load_phases(phases_dir) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            errors.extend(e.0);
+            None
+        }
+    };
+    match (plan, phases) {
+        (Some((plan, plan_text)), Some(phases)) if errors.is_empty() => Ok(Spec {
+            plan,
+            plan_file: plan_file.to_path_buf(),
+            plan_text,
+            phases,
+        }),
+        _ => Err(UserErrors(errors)),
+    }
+}

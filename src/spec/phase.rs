@@ -1,0 +1,228 @@
+//! Phase files: steps, their checks, actions and gates, as written (templates not yet rendered).
+//!
+//! Types only. `dag` expands and renders them into concrete [`crate::dag::Unit`]s.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+/// One phase (one `phases/*.yaml` file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phase {
+    pub id: Spanned<String>,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    /// Phases whose gates must pass before this phase's steps start.
+    #[serde(default)]
+    pub needs: Vec<Spanned<String>>,
+    pub steps: Vec<Step>,
+    #[serde(default)]
+    pub gate: Vec<GateItem>,
+}
+
+/// What a step or gate item is expanded over.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ForEach {
+    Cluster,
+    Node,
+    Controlplane,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub id: Spanned<String>,
+    #[serde(default)]
+    pub description: String,
+    /// Step ids (this phase or an earlier one). A template step id such as `talos-apply` means every
+    /// expansion of it, narrowed to the same cluster (and node) when both sides are expanded.
+    #[serde(default)]
+    pub needs: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub for_each: Option<ForEach>,
+    /// Passes when the work is already done, so the step is skipped.
+    #[serde(default)]
+    pub check: Option<Spanned<ActionSpec>>,
+    /// The action.
+    pub run: Spanned<ActionSpec>,
+    /// A post-condition that must pass after `run`.
+    #[serde(default)]
+    pub verify: Option<Spanned<ActionSpec>>,
+    /// e.g. `90s`, `10m`.
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub retry: Option<RetrySpec>,
+    /// Destructive or irreversible: ask first (or need `--yes`).
+    #[serde(default)]
+    pub confirm: bool,
+    /// Give the command the terminal's stdin (otherwise stdin is closed).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Extra environment; values are templates. `op://` references are resolved at run time.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Total attempts, including the first.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// First delay; doubles each attempt (with jitter), capped at `max_backoff`.
+    #[serde(default = "default_backoff")]
+    pub backoff: String,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: String,
+    /// Regular expressions matched against a failed attempt's output. A match means transient
+    /// (retry); no match means deterministic (fail at once). Empty: every failure is transient.
+    #[serde(default)]
+    pub transient: Vec<String>,
+}
+
+fn default_attempts() -> u32 {
+    3
+}
+fn default_backoff() -> String {
+    "2s".into()
+}
+fn default_max_backoff() -> String {
+    "30s".into()
+}
+
+/// A check or an action: exactly one key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum ActionSpec {
+    /// An argv list; never passed through a shell.
+    Cmd(Vec<String>),
+    /// A shell script, run with `sh -c`. Only where a pipeline is really needed.
+    Shell(String),
+    /// Built-in Kubernetes check: the expected nodes are registered (or Ready).
+    Nodes(NodesCheck),
+    /// Built-in Kubernetes check: a Deployment, DaemonSet or StatefulSet has rolled out.
+    Rollout(RolloutCheck),
+    /// Built-in Kubernetes check: an object has a condition with the given status.
+    Condition(ConditionCheck),
+    /// Built-in Kubernetes check: an object exists (optionally with labels/annotations).
+    Exists(ObjectCheck),
+    /// Built-in Kubernetes check: an object does not exist.
+    Absent(ObjectCheck),
+    /// Built-in Kubernetes check: a CRD is Established.
+    Crd(CrdCheck),
+}
+
+/// `nodes:` check.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodesCheck {
+    /// Cluster name (template); defaults to the step's cluster.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Node names expected; defaults to every node of the cluster in the plan.
+    #[serde(default)]
+    pub names: Option<Vec<String>>,
+    /// true: every expected node Ready. false: registered is enough (Ready=False is fine).
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutCheck {
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Deployment, DaemonSet or StatefulSet.
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionCheck {
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// e.g. `kustomize.toolkit.fluxcd.io/v1`.
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub name: String,
+    /// Condition type, e.g. `Ready`.
+    #[serde(rename = "type", default = "default_condition")]
+    pub condition: String,
+    /// Expected status (default "True").
+    #[serde(default = "default_status")]
+    pub status: String,
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+fn default_condition() -> String {
+    "Ready".into()
+}
+fn default_status() -> String {
+    "True".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectCheck {
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CrdCheck {
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// e.g. `kustomizations.kustomize.toolkit.fluxcd.io`.
+    pub name: String,
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+/// One item of a phase's validation checklist.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateItem {
+    pub id: Spanned<String>,
+    /// The checklist's human text.
+    pub text: String,
+    #[serde(default)]
+    pub for_each: Option<ForEach>,
+    pub check: Spanned<ActionSpec>,
+    /// How long the item may poll or watch before it fails (default 5m).
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
+}
+
+/// Parse a human duration (`90s`, `5m`, `1h30m`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}

@@ -1,0 +1,181 @@
+//! The plan file: one environment (clusters, nodes, CIDRs, versions, Git source, secret references).
+//!
+//! Types only, with source spans on the fields that lint points at. Loading lives in `spec::load`,
+//! meaning checks in `lint`.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+/// One environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Short name; also names the default state dir `.bootstrap/<name>/`.
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub description: String,
+    /// Run against the simulated lab instead of real machines.
+    #[serde(default)]
+    pub lab: bool,
+    pub clusters: Vec<Cluster>,
+    #[serde(default)]
+    pub mesh: Mesh,
+    pub versions: Versions,
+    pub git: GitSource,
+    /// Secret references by name. Each value must be an `op://vault/item/field` reference.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Spanned<String>>,
+    pub paths: Paths,
+    /// Free variables for templates (`vars.x`).
+    #[serde(default)]
+    pub vars: BTreeMap<String, serde_json::Value>,
+    /// Lab settings (speed, faults); only read when `lab: true`.
+    #[serde(default)]
+    pub lab_settings: LabSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub name: Spanned<String>,
+    /// Cilium cluster id, 1–255, unique across the mesh.
+    pub id: Spanned<u32>,
+    /// The kube context name, as the tools really produce it (`admin@<cluster>` for talosctl).
+    pub context: String,
+    /// The talosconfig context name.
+    pub talos_context: String,
+    /// The Kubernetes API endpoint, e.g. https://10.25.11.11:6443.
+    pub endpoint: Spanned<String>,
+    pub pod_cidr: Spanned<Ipv4Net>,
+    pub service_cidr: Spanned<Ipv4Net>,
+    /// CoreDNS service IP; must lie inside `service_cidr`.
+    pub dns_ip: Spanned<Ipv4Addr>,
+    pub nodes: Vec<Node>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Controlplane,
+    Worker,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub name: Spanned<String>,
+    pub ip: Spanned<Ipv4Addr>,
+    pub role: Role,
+    /// Install disk (default /dev/sda).
+    #[serde(default)]
+    pub install_disk: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mesh {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Must cover every cluster's pod CIDR when the mesh is enabled.
+    #[serde(default)]
+    pub native_routing_cidr: Option<Spanned<Ipv4Net>>,
+    #[serde(default)]
+    pub apiserver: MeshApiserver,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshApiserver {
+    /// clustermesh-apiserver Service type: LoadBalancer or NodePort.
+    #[serde(default = "default_service_type")]
+    pub service_type: String,
+    /// Addresses the other clusters reach it on, by cluster name.
+    #[serde(default)]
+    pub addresses: BTreeMap<String, Vec<String>>,
+}
+
+fn default_service_type() -> String {
+    "NodePort".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Versions {
+    pub talos: String,
+    pub kubernetes: String,
+    pub cilium: String,
+    pub flux: String,
+    /// Every platform chart's version, by chart name.
+    #[serde(default)]
+    pub charts: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitSource {
+    /// Only `github` today.
+    pub provider: String,
+    pub owner: String,
+    pub repository: String,
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    /// Path in the repository per cluster name.
+    pub paths: BTreeMap<String, String>,
+    #[serde(default)]
+    pub personal: bool,
+}
+
+fn default_branch() -> String {
+    "main".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Paths {
+    /// Where `talosctl kubeconfig` writes the merged kubeconfig.
+    pub kubeconfig: Spanned<String>,
+    /// Where the talosconfig goes.
+    pub talosconfig: Spanned<String>,
+    /// Directory for generated Talos machine configs and secrets.
+    pub talos_configs: Spanned<String>,
+    /// Talos machine-config patches, by name (files that must exist).
+    #[serde(default)]
+    pub patches: BTreeMap<String, Spanned<String>>,
+    /// Other files steps reference, by name (files that must exist).
+    #[serde(default)]
+    pub files: BTreeMap<String, Spanned<String>>,
+}
+
+/// Lab settings: how fast simulated time runs and which faults to inject.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabSettings {
+    /// Simulated durations are divided by this (default 1.0; higher is faster).
+    #[serde(default = "default_speed")]
+    pub speed: f64,
+    #[serde(default)]
+    pub faults: Vec<serde_json::Value>,
+}
+
+impl Default for LabSettings {
+    fn default() -> Self {
+        LabSettings {
+            speed: default_speed(),
+            faults: Vec::new(),
+        }
+    }
+}
+
+fn default_speed() -> f64 {
+    1.0
+}
+
+impl Plan {
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.iter().find(|c| c.name.value == name)
+    }
+}
