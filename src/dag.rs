@@ -278,6 +278,18 @@ fn render_action(
             None
         }
         ActionSpec::Shell(_) => None,
+        ActionSpec::Json(j) => {
+            if j.cmd.is_empty() || (j.equals.is_none() && j.one_of.is_empty()) {
+                return Err(UserError::new(
+                    "a json check needs `cmd` and one of `equals` or `one_of`",
+                )
+                .in_file(file)
+                .at(line, 1)
+                .field(field)
+                .with_source_line());
+            }
+            None
+        }
     };
     if let Some(slot) = slot {
         if slot.is_none() {

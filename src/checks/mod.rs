@@ -30,7 +30,10 @@ pub struct Outcome {
 
 /// Is this action a built-in Kubernetes check (rather than a command)?
 pub fn is_kube(a: &ActionSpec) -> bool {
-    !matches!(a, ActionSpec::Cmd(_) | ActionSpec::Shell(_))
+    !matches!(
+        a,
+        ActionSpec::Cmd(_) | ActionSpec::Shell(_) | ActionSpec::Json(_)
+    )
 }
 
 /// Kube clients for the plan's clusters, built lazily from the kubeconfig (which a step may write).

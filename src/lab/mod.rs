@@ -4,6 +4,8 @@
 //! Owns everything simulated. It never touches a real machine.
 
 pub mod apiserver;
+pub mod core;
+pub mod sim;
 pub mod tools;
 
 use color_eyre::eyre::eyre;

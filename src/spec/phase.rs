@@ -116,6 +116,22 @@ pub enum ActionSpec {
     Absent(ObjectCheck),
     /// Built-in Kubernetes check: a CRD is Established.
     Crd(CrdCheck),
+    /// Run a command that prints JSON and compare one field (typed, not a match on text).
+    Json(JsonCheck),
+}
+
+/// `json:` check: run `cmd`, parse stdout as JSON (or a stream of JSON documents: the first one),
+/// read `field` (dot path, `a.b.0.c`) and compare it with `equals` (compared as strings, so "3"
+/// matches 3) or one of `one_of`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JsonCheck {
+    pub cmd: Vec<String>,
+    pub field: String,
+    #[serde(default)]
+    pub equals: Option<String>,
+    #[serde(default)]
+    pub one_of: Vec<String>,
 }
 
 /// `nodes:` check.

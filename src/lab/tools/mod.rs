@@ -1,20 +1,33 @@
 //! The tool stand-ins (talosctl, helm, cilium, hubble, flux, op, kubectl): the `bootstrap` binary
-//! acts as each when invoked under its name.
+//! acts as each when invoked under its name (multi-call), with the real tool's flags, output, exit
+//! codes and traps.
 
 use std::process::ExitCode;
 
+/// The tools the lab stands in for.
+pub const TOOLS: &[&str] = &[
+    "talosctl", "helm", "cilium", "hubble", "flux", "op", "kubectl",
+];
+
 /// If argv[0] names a stand-in tool, run it and return its exit code.
 pub fn dispatch_by_argv0() -> Option<ExitCode> {
-    let argv0 = std::env::args_os().next()?;
+    let mut args = std::env::args();
+    let argv0 = args.next()?;
     let name = std::path::Path::new(&argv0)
         .file_name()?
         .to_str()?
         .to_string();
-    match name.as_str() {
-        "talosctl" | "helm" | "cilium" | "hubble" | "flux" | "op" | "kubectl" => {
-            eprintln!("{name}: the lab stand-in is not implemented yet");
-            Some(ExitCode::from(1))
-        }
-        _ => None,
+    if !TOOLS.contains(&name.as_str()) {
+        return None;
     }
+    let rest: Vec<String> = args.collect();
+    let code = run_tool(&name, &rest);
+    Some(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// Run one stand-in with its arguments (argv without the tool name); returns the exit code.
+pub fn run_tool(name: &str, args: &[String]) -> i32 {
+    let _ = args;
+    eprintln!("{name}: the lab stand-in is not implemented yet");
+    1
 }
