@@ -91,7 +91,7 @@ pub enum Command {
 #[derive(Debug, Clone, Default, Args)]
 pub struct Selection {
     /// Select a phase's steps (repeatable).
-    #[arg(long = "phase", value_name = "PHASE")]
+    #[arg(long = "phase", id = "phase", value_name = "PHASE")]
     pub phases: Vec<String>,
     /// Select steps by id; globs allowed, e.g. 'talos-apply/apps/*' (repeatable).
     #[arg(long = "step", value_name = "STEP")]
@@ -167,7 +167,7 @@ pub struct ResetArgs {
     /// Step ids (globs allowed).
     pub steps: Vec<String>,
     /// Forget every step of a phase (repeatable).
-    #[arg(long = "phase")]
+    #[arg(long = "phase", id = "phase", value_name = "PHASE")]
     pub phases: Vec<String>,
     /// Forget everything.
     #[arg(long)]
@@ -191,7 +191,7 @@ pub enum GraphFormat {
 pub struct GraphArgs {
     #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
     pub format: GraphFormat,
-    #[arg(long = "phase")]
+    #[arg(long = "phase", id = "phase", value_name = "PHASE")]
     pub phases: Vec<String>,
 }
 

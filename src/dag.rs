@@ -26,7 +26,7 @@ pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_GATE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Retry policy of a concrete step.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Retry {
     pub attempts: u32,
     #[serde(with = "duration_str")]

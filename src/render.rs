@@ -87,6 +87,18 @@ impl Renderer {
     }
 }
 
+/// A plan path with `{{ state_dir }}` (and `{{ name }}`) rendered.
+pub fn plan_path(plan: &Plan, state_dir: &Path, raw: &str) -> String {
+    if !raw.contains("{{") {
+        return raw.to_string();
+    }
+    let ctx = json!({ "state_dir": state_dir.display().to_string(), "name": plan.name.value });
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.render_str(raw, minijinja::Value::from(minijinja::value::Serde(&ctx)))
+        .unwrap_or_else(|_| raw.to_string())
+}
+
 /// The plan as template data.
 pub fn plan_value(plan: &Plan, state_dir: &Path) -> Value {
     let clusters: Vec<Value> = plan.clusters.iter().map(cluster_value).collect();
@@ -137,9 +149,9 @@ pub fn plan_value(plan: &Plan, state_dir: &Path) -> Value {
         },
         "secrets": secrets,
         "paths": {
-            "kubeconfig": plan.paths.kubeconfig.value,
-            "talosconfig": plan.paths.talosconfig.value,
-            "talos_configs": plan.paths.talos_configs.value,
+            "kubeconfig": plan_path(plan, state_dir, &plan.paths.kubeconfig.value),
+            "talosconfig": plan_path(plan, state_dir, &plan.paths.talosconfig.value),
+            "talos_configs": plan_path(plan, state_dir, &plan.paths.talos_configs.value),
             "patches": patches,
             "files": files,
         },

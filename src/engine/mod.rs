@@ -24,3 +24,15 @@ pub fn reset_command(_g: &Global, _a: &ResetArgs) -> Result<Exit> {
 pub fn unlock_command(_g: &Global, _a: &UnlockArgs) -> Result<Exit> {
     Err(eyre!("`bootstrap unlock` is not implemented yet"))
 }
+
+/// Recorded outcome and fingerprint of every step, from persisted state (empty until the engine lands).
+pub fn recorded_statuses(
+    _ws: &crate::workspace::Workspace,
+) -> std::collections::HashMap<String, (crate::dryrun::StepStatus, String)> {
+    std::collections::HashMap::new()
+}
+
+/// `bootstrap plan --probe`: run each selected step's check (checks only) and fill `probe`.
+pub fn probe(_ws: &crate::workspace::Workspace, _view: &mut crate::dryrun::DryRun) -> Result<()> {
+    Err(eyre!("`bootstrap plan --probe` is not implemented yet"))
+}
