@@ -20,6 +20,11 @@ impl Workspace {
     /// Load plan and phases and build the graph. Every problem found is returned at once.
     pub fn load(global: &Global) -> Result<Workspace, UserErrors> {
         let spec = load_spec(&global.plan, &global.phases)?;
+        // Secrets are references; a literal value must never reach plan output, logs or state.
+        let secret_errors = crate::lint::secret_findings(&spec.plan, &spec.plan_file);
+        if !secret_errors.is_empty() {
+            return Err(UserErrors(secret_errors));
+        }
         let state_dir = state_dir_for(global, &spec.plan.name.value);
         let dag = Dag::build(&spec, &state_dir)?;
         Ok(Workspace {

@@ -34,11 +34,22 @@ fn yaml_options() -> serde_saphyr::Options {
 /// Parse YAML text into `T`, turning parse and type errors into a [`UserError`] naming the file.
 pub fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, UserError> {
     serde_saphyr::from_str_with_options::<T>(text, yaml_options()).map_err(|e| {
-        let mut err = UserError::new(yaml_message(&e)).in_file(file);
+        let mut message = yaml_message(&e);
+        let mut err = UserError::new(String::new()).in_file(file);
+        let mut help = yaml_help(&e);
         if let Some(loc) = e.location() {
             err = err.at(loc.line(), loc.column());
+            if let Some(path) = yaml_path_at(text, loc.line() as usize, loc.column() as usize) {
+                if path.ends_with("cidr") && message.contains("address syntax") {
+                    let value = text.lines().nth(loc.line() as usize - 1).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim()).unwrap_or("");
+                    message = format!("invalid CIDR {value:?}");
+                    help = "write an IPv4 network with a prefix length from 0 to 32, such as 10.244.0.0/16".into();
+                }
+                err = err.field(path);
+            }
         }
-        err.help(yaml_help(&e)).with_source_line()
+        err.message = message;
+        err.help(help).with_source_line()
     })
 }
 
@@ -75,9 +86,108 @@ fn yaml_help(e: &serde_saphyr::Error) -> String {
         "write an IPv4 address such as 10.25.11.11 or a network such as 10.244.0.0/16".into()
     } else if msg.contains("invalid type") {
         "give a value of the expected type".into()
+    } else if msg.contains("invalid u") || msg.contains("invalid i") {
+        "give a whole number".into()
+    } else if msg.contains("boolean") {
+        "write true or false (YAML 1.2: yes/no/on/off are not booleans)".into()
     } else {
         "fix the YAML at the position shown".into()
     }
+}
+
+/// The dotted field path of the key at a (1-based) line and column of block YAML, e.g.
+/// `clusters[1].pod_cidr`. A best-effort reading of indentation, used only to name the field in an error.
+pub fn yaml_path_at(text: &str, line: usize, column: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let target = *lines.get(line.checked_sub(1)?)?;
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let is_item = |l: &str| l.trim_start().starts_with("- ") || l.trim() == "-";
+    let blank = |l: &str| l.trim().is_empty() || l.trim_start().starts_with('#');
+    let key_of = |l: &str| -> Option<String> {
+        let s = l.trim_start().trim_start_matches('-').trim_start();
+        if s.starts_with('{') || s.starts_with('[') {
+            return None;
+        }
+        let (k, _) = s.split_once(':')?;
+        let k = k.trim().trim_matches('"').trim_matches('\'');
+        (!k.is_empty() && !k.contains(' ')).then(|| k.to_string())
+    };
+    // Index of the list item starting at `i` among its siblings.
+    let index_of = |i: usize| -> usize {
+        let ind = indent(lines[i]);
+        let mut n = 0;
+        for l in lines[..i].iter().rev() {
+            if blank(l) {
+                continue;
+            }
+            if indent(l) < ind {
+                break;
+            }
+            if indent(l) == ind && is_item(l) {
+                n += 1;
+            }
+        }
+        n
+    };
+    let mut parts: Vec<String> = Vec::new();
+    // The key on the target line, or the key before the column inside a flow mapping.
+    let body = target.trim_start().trim_start_matches('-').trim_start();
+    if body.starts_with('{') {
+        let before: String = target.chars().take(column.saturating_sub(1)).collect();
+        if let Some(k) = before
+            .rsplit([',', '{'])
+            .next()
+            .and_then(|s| s.split_once(':'))
+            .map(|(k, _)| k.trim().to_string())
+        {
+            parts.push(k);
+        }
+    } else if let Some(k) = key_of(target) {
+        parts.push(k);
+    }
+    let mut level = if is_item(target) {
+        parts.push(format!("[{}]", index_of(line - 1)));
+        indent(target)
+    } else {
+        indent(target)
+    };
+    let mut i = line - 1;
+    while i > 0 && level > 0 {
+        i -= 1;
+        let l = lines[i];
+        if blank(l) {
+            continue;
+        }
+        let ind = indent(l);
+        let content = if is_item(l) { ind + 2 } else { ind };
+        if is_item(l) && content == level {
+            // The first line of the list item that holds our mapping.
+            parts.push(format!("[{}]", index_of(i)));
+            level = ind;
+        } else if content < level {
+            if let Some(k) = key_of(l) {
+                parts.push(k);
+            }
+            if is_item(l) {
+                parts.push(format!("[{}]", index_of(i)));
+            }
+            level = ind;
+        }
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    parts.reverse();
+    let mut out = String::new();
+    for p in parts {
+        if p.starts_with('[') || out.is_empty() {
+            out.push_str(&p);
+        } else {
+            out.push('.');
+            out.push_str(&p);
+        }
+    }
+    Some(out)
 }
 
 fn read(file: &Path, what: &str) -> Result<String, UserError> {
