@@ -1,0 +1,25 @@
+//! Helpers shared by the integration tests: run the real `bootstrap` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bootstrap"))
+}
+
+/// Run `bootstrap` with args in the crate root, with a private state dir.
+pub fn bootstrap(args: &[&str], state_dir: &Path) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env("BOOTSTRAP_STATE_DIR", state_dir)
+        .env_remove("BOOTSTRAP_PLAN")
+        .env("NO_COLOR", "1")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run bootstrap")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
