@@ -15,7 +15,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{UserError, UserErrors};
-use crate::render::{self, Renderer};
+use crate::render::{self, Ctx, Renderer};
 use crate::spec::load::{PhaseFile, Spec};
 use crate::spec::phase::{ActionSpec, ForEach, parse_duration};
 use crate::spec::plan::Role;
@@ -174,14 +174,14 @@ struct Item<'a> {
     suffix: String,
     cluster: Option<&'a str>,
     node: Option<&'a str>,
-    ctx: Value,
+    ctx: Ctx,
 }
 
 fn expansions<'a>(
     spec: &'a Spec,
     for_each: Option<ForEach>,
     plan_value: &Value,
-    cache: &mut HashMap<(String, String), Value>,
+    cache: &mut HashMap<(String, String), Ctx>,
 ) -> Vec<Item<'a>> {
     let mut items = Vec::new();
     match for_each {
@@ -224,12 +224,12 @@ fn expansions<'a>(
 }
 
 fn cached(
-    cache: &mut HashMap<(String, String), Value>,
+    cache: &mut HashMap<(String, String), Ctx>,
     plan_value: &Value,
     spec: &Spec,
     cluster: Option<&str>,
     node: Option<&str>,
-) -> Value {
+) -> Ctx {
     let key = (
         cluster.unwrap_or("").to_string(),
         node.unwrap_or("").to_string(),
@@ -242,7 +242,7 @@ fn cached(
             let nv = node
                 .and_then(|n| c.and_then(|c| c.nodes.iter().find(|x| x.name.value == n)))
                 .map(render::node_value);
-            render::context(plan_value, cv.as_ref(), nv.as_ref())
+            Ctx::new(&render::context(plan_value, cv.as_ref(), nv.as_ref()))
         })
         .clone()
 }
@@ -250,7 +250,7 @@ fn cached(
 fn render_action(
     r: &Renderer,
     a: &ActionSpec,
-    ctx: &Value,
+    ctx: &Ctx,
     cluster: Option<&str>,
     file: &Path,
     line: u64,

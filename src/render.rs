@@ -12,9 +12,20 @@ use serde_json::{Value, json};
 use crate::error::UserError;
 use crate::spec::plan::{Cluster, Node, Plan};
 
-/// A strict renderer.
+/// A strict renderer. Each distinct template text is compiled once and reused for every expansion.
 pub struct Renderer {
-    env: Environment<'static>,
+    env: std::cell::RefCell<Environment<'static>>,
+    compiled: std::cell::RefCell<std::collections::HashSet<String>>,
+}
+
+/// A template context, converted once for minijinja.
+#[derive(Clone)]
+pub struct Ctx(pub minijinja::Value);
+
+impl Ctx {
+    pub fn new(v: &Value) -> Ctx {
+        Ctx(minijinja::Value::from(minijinja::value::Serde(v)))
+    }
 }
 
 impl Default for Renderer {
@@ -27,14 +38,17 @@ impl Renderer {
     pub fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        Renderer { env }
+        Renderer {
+            env: std::cell::RefCell::new(env),
+            compiled: Default::default(),
+        }
     }
 
     /// Render one template string. `file`/`line` locate it for the error.
     pub fn render(
         &self,
         template: &str,
-        ctx: &Value,
+        ctx: &Ctx,
         file: &Path,
         line: u64,
         field: &str,
@@ -42,7 +56,23 @@ impl Renderer {
         if !template.contains("{{") && !template.contains("{%") {
             return Ok(template.to_string());
         }
-        self.env.render_str(template, minijinja::Value::from(minijinja::value::Serde(ctx))).map_err(|e| {
+        let mut result = Ok(());
+        if !self.compiled.borrow().contains(template) {
+            result = self
+                .env
+                .borrow_mut()
+                .add_template_owned(template.to_string(), template.to_string());
+            if result.is_ok() {
+                self.compiled.borrow_mut().insert(template.to_string());
+            }
+        }
+        let result = result.and_then(|()| {
+            self.env
+                .borrow()
+                .get_template(template)
+                .and_then(|t| t.render(&ctx.0))
+        });
+        result.map_err(|e| {
             let detail = match e.kind() {
                 minijinja::ErrorKind::UndefinedError => {
                     format!("undefined name in template {template:?}: {}", e.detail().unwrap_or("undefined value"))
@@ -53,7 +83,7 @@ impl Renderer {
                 .in_file(file)
                 .at(line, 1)
                 .field(field)
-                .help("use a name the plan defines: plan, cluster, node, clusters, versions, git, paths, vars, secrets, mesh, state_dir")
+                .help("use a name the plan defines: plan, cluster, node, peers, clusters, versions, git, paths, vars, secrets, mesh, state_dir")
                 .with_source_line()
         })
     }
@@ -62,7 +92,7 @@ impl Renderer {
     pub fn render_value(
         &self,
         v: &mut Value,
-        ctx: &Value,
+        ctx: &Ctx,
         file: &Path,
         line: u64,
         field: &str,
