@@ -291,18 +291,20 @@ fn render_action(
             None
         }
     };
-    if let Some(slot) = slot {
-        if slot.is_none() {
-            match cluster {
-                Some(c) => *slot = Some(c.to_string()),
-                None => {
-                    return Err(UserError::new("a Kubernetes check needs a cluster")
-                        .in_file(file)
-                        .at(line, 1)
-                        .field(field)
-                        .help("set `cluster:` on the check, or expand the step with `for_each: cluster`")
-                        .with_source_line());
-                }
+    if let Some(slot) = slot
+        && slot.is_none()
+    {
+        match cluster {
+            Some(c) => *slot = Some(c.to_string()),
+            None => {
+                return Err(UserError::new("a Kubernetes check needs a cluster")
+                    .in_file(file)
+                    .at(line, 1)
+                    .field(field)
+                    .help(
+                        "set `cluster:` on the check, or expand the step with `for_each: cluster`",
+                    )
+                    .with_source_line());
             }
         }
     }
@@ -376,10 +378,11 @@ impl Dag {
                     ),
                 }
             }
-            if phase.needs.is_empty() && pi > 0 {
-                if let Some(prev) = phases.last() {
-                    needs.push(prev.id.clone());
-                }
+            if phase.needs.is_empty()
+                && pi > 0
+                && let Some(prev) = phases.last()
+            {
+                needs.push(prev.id.clone());
             }
             phase_ids.insert(pid.clone(), phases.len());
             phases.push(PhaseInfo {
@@ -706,9 +709,10 @@ impl Dag {
                             }
                             narrow(&work, nunits, ucluster.as_deref(), unode.as_deref())
                         } else if let Some(&i) = by_id.get(need) {
-                            if let Some(&npi) = phase_index.get(work[i].phase()) {
-                                if npi > pi {
-                                    errors.push(
+                            if let Some(&npi) = phase_index.get(work[i].phase())
+                                && npi > pi
+                            {
+                                errors.push(
                                         UserError::new(format!("step {sid:?} needs {need:?}, a step of the later phase {:?}", phases[npi].id))
                                             .in_file(&pf.file)
                                             .at(*nline, *ncol)
@@ -716,8 +720,7 @@ impl Dag {
                                             .help("a step may only need steps of its own or an earlier phase")
                                             .with_source_line(),
                                     );
-                                    continue;
-                                }
+                                continue;
                             }
                             vec![i]
                         } else {

@@ -67,22 +67,21 @@ impl UserError {
         if self.snippet.is_some() {
             return self;
         }
-        if let (Some(file), Some(line)) = (&self.file, self.line) {
-            if let Ok(text) = std::fs::read_to_string(file) {
-                if let Some(src) = text.lines().nth((line - 1) as usize) {
-                    let col = self.column.unwrap_or(1) as usize;
-                    let gutter = line.to_string().len();
-                    let caret_pad: String = src
-                        .chars()
-                        .take(col.saturating_sub(1))
-                        .map(|c| if c == '\t' { '\t' } else { ' ' })
-                        .collect();
-                    self.snippet = Some(format!(
-                        "{:gutter$} |\n{line} | {src}\n{:gutter$} | {caret_pad}^",
-                        "", ""
-                    ));
-                }
-            }
+        if let (Some(file), Some(line)) = (&self.file, self.line)
+            && let Ok(text) = std::fs::read_to_string(file)
+            && let Some(src) = text.lines().nth((line - 1) as usize)
+        {
+            let col = self.column.unwrap_or(1) as usize;
+            let gutter = line.to_string().len();
+            let caret_pad: String = src
+                .chars()
+                .take(col.saturating_sub(1))
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            self.snippet = Some(format!(
+                "{:gutter$} |\n{line} | {src}\n{:gutter$} | {caret_pad}^",
+                "", ""
+            ));
         }
         self
     }

@@ -325,13 +325,12 @@ fn covering(plan: &Plan) -> String {
     let mut len = first.prefix_len();
     loop {
         let cand = Ipv4Net::new(first.network(), len).map(|n| n.trunc()).ok();
-        if let Some(c) = cand {
-            if pods
+        if let Some(c) = cand
+            && pods
                 .iter()
                 .all(|p| c.contains(&p.network()) && c.prefix_len() <= p.prefix_len())
-            {
-                return c.to_string();
-            }
+        {
+            return c.to_string();
         }
         if len == 0 {
             return "0.0.0.0/0".into();
@@ -373,10 +372,11 @@ fn step_file_findings(spec: &Spec, dag: &Dag, state_dir: &Path) -> Vec<UserError
                 .filter_map(|s| s.strip_prefix('@'))
                 .filter(|s| !s.is_empty() && !s.contains(['{', ' ', '\n']))
                 .collect();
-            if let Some(cmd) = argv.first() {
-                if cmd.contains('/') && !cmd.starts_with('/') {
-                    refs.push(cmd.as_str());
-                }
+            if let Some(cmd) = argv.first()
+                && cmd.contains('/')
+                && !cmd.starts_with('/')
+            {
+                refs.push(cmd.as_str());
             }
             for r in refs {
                 let p = Path::new(r);
