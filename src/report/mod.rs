@@ -1,4 +1,261 @@
-//! Events the engine emits, and the reporters that render them (terminal bars, plain lines, JSON,
-//! the markdown run report).
+//! Events the engine emits, and the reporters that render them: terminal bars, plain timestamped
+//! lines, JSON lines, and the markdown run report.
 //!
-//! Owns presentation only. It never decides outcomes.
+//! Owns presentation only. It never decides outcomes: the engine emits, reporters render.
+
+mod bars;
+mod markdown;
+
+use std::io::Write;
+
+use serde::Serialize;
+
+pub use bars::Bars;
+pub use markdown::MarkdownReport;
+
+/// Version of the JSON event shape (`--output json`), bumped on incompatible changes.
+pub const EVENT_SCHEMA: u32 = 1;
+
+/// Something that happened in a run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    RunStarted {
+        run_id: String,
+        plan: String,
+        lab: bool,
+        steps: usize,
+        concurrency: usize,
+        resumed: bool,
+    },
+    PhaseStarted {
+        phase: String,
+    },
+    StepStarted {
+        id: String,
+        phase: String,
+        cluster: Option<String>,
+        node: Option<String>,
+        attempt: u32,
+    },
+    /// The step did not run: its check passed, or it was recorded done and unchanged.
+    StepSkipped {
+        id: String,
+        reason: String,
+    },
+    Output {
+        id: String,
+        line: String,
+    },
+    AttemptFailed {
+        id: String,
+        attempt: u32,
+        transient: bool,
+        detail: String,
+        retry_in_ms: Option<u64>,
+    },
+    StepFinished {
+        id: String,
+        outcome: String,
+        attempts: u32,
+        duration_ms: u64,
+        exit_code: Option<i32>,
+        log: String,
+        detail: String,
+    },
+    /// A confirm step could not be confirmed (no terminal and no --yes): the run stops before it.
+    ConfirmationRequired {
+        id: String,
+        description: String,
+    },
+    GateItem {
+        phase: String,
+        item: String,
+        text: String,
+        passed: bool,
+        detail: String,
+    },
+    GateFinished {
+        phase: String,
+        passed: bool,
+    },
+    RunFinished {
+        run_id: String,
+        outcome: String,
+        duration_ms: u64,
+        failed: Vec<String>,
+        report: String,
+    },
+}
+
+/// An event with its envelope (`schema`, `ts`), as written by the JSON reporter.
+#[derive(Debug, Serialize)]
+pub struct Envelope<'a> {
+    pub schema: u32,
+    pub ts: String,
+    #[serde(flatten)]
+    pub event: &'a Event,
+}
+
+pub trait Reporter: Send {
+    fn event(&mut self, e: &Event);
+    fn finish(&mut self) {}
+}
+
+/// One JSON object per event on stdout.
+pub struct JsonLines;
+
+impl Reporter for JsonLines {
+    fn event(&mut self, e: &Event) {
+        let env = Envelope {
+            schema: EVENT_SCHEMA,
+            ts: crate::state::now(),
+            event: e,
+        };
+        if let Ok(line) = serde_json::to_string(&env) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+}
+
+/// Plain timestamped lines on stderr (CI, or not a terminal).
+pub struct Plain {
+    pub verbose: bool,
+    pub quiet: bool,
+}
+
+fn hms() -> String {
+    jiff::Timestamp::now().strftime("%H:%M:%SZ").to_string()
+}
+
+impl Reporter for Plain {
+    fn event(&mut self, e: &Event) {
+        let line = match e {
+            Event::RunStarted {
+                run_id,
+                plan,
+                lab,
+                steps,
+                concurrency,
+                resumed,
+            } => Some(format!(
+                "{} run {run_id} on plan {plan}{}: {steps} steps, up to {concurrency} at once",
+                if *resumed { "resuming" } else { "starting" },
+                if *lab { " (lab)" } else { "" }
+            )),
+            Event::PhaseStarted { phase } => Some(format!("phase {phase}")),
+            Event::StepStarted { id, attempt, .. } => Some(if *attempt > 1 {
+                format!("start  {id} (attempt {attempt})")
+            } else {
+                format!("start  {id}")
+            }),
+            Event::StepSkipped { id, reason } => {
+                (!self.quiet).then(|| format!("skip   {id}: {reason}"))
+            }
+            Event::Output { id, line } => self.verbose.then(|| format!("       {id} | {line}")),
+            Event::AttemptFailed {
+                id,
+                attempt,
+                transient,
+                detail,
+                retry_in_ms,
+            } => Some(match (transient, retry_in_ms) {
+                (true, Some(ms)) => format!(
+                    "retry  {id}: attempt {attempt} failed ({}); again in {:.1}s",
+                    first_line(detail),
+                    *ms as f64 / 1000.0
+                ),
+                _ => format!(
+                    "fail   {id}: attempt {attempt} failed ({})",
+                    first_line(detail)
+                ),
+            }),
+            Event::StepFinished {
+                id,
+                outcome,
+                duration_ms,
+                ..
+            } => Some(format!(
+                "{:<6} {id} ({:.1}s)",
+                outcome_word(outcome),
+                *duration_ms as f64 / 1000.0
+            )),
+            Event::ConfirmationRequired { id, description } => Some(format!(
+                "stop   {id} needs confirmation ({description}): run again with --yes, or on a terminal"
+            )),
+            Event::GateItem {
+                item,
+                passed,
+                detail,
+                ..
+            } => {
+                if *passed {
+                    (!self.quiet).then(|| format!("  ✔ {item}"))
+                } else {
+                    Some(format!("  ✗ {item}: {}", first_line(detail)))
+                }
+            }
+            Event::GateFinished { phase, passed } => Some(format!(
+                "gate   {phase}: {}",
+                if *passed { "passed" } else { "FAILED" }
+            )),
+            Event::RunFinished {
+                run_id,
+                outcome,
+                duration_ms,
+                report,
+                ..
+            } => Some(format!(
+                "run {run_id} {outcome} in {:.1}s; report: {report}",
+                *duration_ms as f64 / 1000.0
+            )),
+        };
+        if let Some(l) = line {
+            if self.quiet
+                && !matches!(
+                    e,
+                    Event::RunFinished { .. }
+                        | Event::AttemptFailed { .. }
+                        | Event::GateFinished { passed: false, .. }
+                )
+                && !l.starts_with("fail")
+                && !l.starts_with("  ✗")
+            {
+                return;
+            }
+            eprintln!("{} {l}", hms());
+        }
+    }
+}
+
+pub fn outcome_word(o: &str) -> &str {
+    match o {
+        "done" => "done",
+        "satisfied" => "ok",
+        "failed" => "FAILED",
+        "interrupted" => "intr",
+        other => other,
+    }
+}
+
+pub fn first_line(s: &str) -> &str {
+    s.lines().find(|l| !l.trim().is_empty()).unwrap_or("")
+}
+
+/// Fan an event out to several reporters.
+pub struct Fanout(pub Vec<Box<dyn Reporter>>);
+
+impl Reporter for Fanout {
+    fn event(&mut self, e: &Event) {
+        for r in &mut self.0 {
+            r.event(e);
+        }
+    }
+    fn finish(&mut self) {
+        for r in &mut self.0 {
+            r.finish();
+        }
+    }
+}

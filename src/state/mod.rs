@@ -1,3 +1,228 @@
 //! The record of what ran: a crash-safe journal of every transition, and the run lock.
 //!
-//! Owns the state directory's files behind one small store interface. It never stores secret values.
+//! Owns the state directory's files behind one small [`Store`] interface (a later backend keeps the
+//! same records in a Kubernetes object). It never stores secret values: records hold ids, outcomes,
+//! fingerprints, exit codes, durations and log paths, and details pass through redaction first.
+
+mod journal;
+mod lock;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use journal::FileStore;
+pub use lock::{Holder, Lock, LockError, hostname};
+
+/// How a step (or gate) ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The action ran and succeeded (and its verify passed).
+    Done,
+    /// The check passed: the work was already done, nothing ran.
+    Satisfied,
+    Failed,
+    /// The process died or was interrupted while it ran; its check decides on the next run.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn is_done(self) -> bool {
+        matches!(self, Outcome::Done | Outcome::Satisfied)
+    }
+}
+
+/// One journal record. Every transition is recorded before the run moves on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "record", rename_all = "kebab-case")]
+pub enum Record {
+    RunStarted {
+        run_id: String,
+        at: String,
+        /// `--phase` and `--step` of this run, for `resume`.
+        phases: Vec<String>,
+        steps: Vec<String>,
+        pid: u32,
+        host: String,
+    },
+    StepStarted {
+        run_id: String,
+        id: String,
+        at: String,
+        attempt: u32,
+        fingerprint: String,
+        log: String,
+    },
+    StepFinished {
+        run_id: String,
+        id: String,
+        at: String,
+        outcome: Outcome,
+        attempts: u32,
+        duration_ms: u64,
+        exit_code: Option<i32>,
+        fingerprint: String,
+        log: String,
+        /// What the check or command said (redacted), for status and reports.
+        detail: String,
+    },
+    RunFinished {
+        run_id: String,
+        at: String,
+        /// `succeeded`, `failed` or `interrupted`.
+        outcome: String,
+    },
+    /// `bootstrap reset`: forget these steps (empty with `all`).
+    Reset {
+        at: String,
+        ids: Vec<String>,
+        all: bool,
+    },
+}
+
+/// What one step's records add up to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepState {
+    pub id: String,
+    pub outcome: Outcome,
+    pub attempts: u32,
+    pub duration_ms: u64,
+    pub exit_code: Option<i32>,
+    pub fingerprint: String,
+    pub log: String,
+    pub run_id: String,
+    pub at: String,
+    pub detail: String,
+}
+
+/// The last run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunState {
+    pub run_id: String,
+    pub started: String,
+    pub phases: Vec<String>,
+    pub steps: Vec<String>,
+    /// `running` if no RunFinished was recorded (the process died), else its outcome.
+    pub outcome: String,
+    pub finished: Option<String>,
+}
+
+/// Everything the journal says, folded.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    pub steps: BTreeMap<String, StepState>,
+    pub last_run: Option<RunState>,
+}
+
+impl State {
+    /// Fold one record in.
+    pub fn apply(&mut self, rec: &Record) {
+        match rec {
+            Record::RunStarted {
+                run_id,
+                at,
+                phases,
+                steps,
+                ..
+            } => {
+                self.last_run = Some(RunState {
+                    run_id: run_id.clone(),
+                    started: at.clone(),
+                    phases: phases.clone(),
+                    steps: steps.clone(),
+                    outcome: "running".into(),
+                    finished: None,
+                });
+            }
+            Record::StepStarted {
+                run_id,
+                id,
+                at,
+                attempt,
+                fingerprint,
+                log,
+            } => {
+                // Until it finishes, a started step counts as interrupted: if the process dies now,
+                // that is what it was.
+                self.steps.insert(
+                    id.clone(),
+                    StepState {
+                        id: id.clone(),
+                        outcome: Outcome::Interrupted,
+                        attempts: *attempt,
+                        duration_ms: 0,
+                        exit_code: None,
+                        fingerprint: fingerprint.clone(),
+                        log: log.clone(),
+                        run_id: run_id.clone(),
+                        at: at.clone(),
+                        detail: "was running when the run stopped".into(),
+                    },
+                );
+            }
+            Record::StepFinished {
+                run_id,
+                id,
+                at,
+                outcome,
+                attempts,
+                duration_ms,
+                exit_code,
+                fingerprint,
+                log,
+                detail,
+            } => {
+                self.steps.insert(
+                    id.clone(),
+                    StepState {
+                        id: id.clone(),
+                        outcome: *outcome,
+                        attempts: *attempts,
+                        duration_ms: *duration_ms,
+                        exit_code: *exit_code,
+                        fingerprint: fingerprint.clone(),
+                        log: log.clone(),
+                        run_id: run_id.clone(),
+                        at: at.clone(),
+                        detail: detail.clone(),
+                    },
+                );
+            }
+            Record::RunFinished {
+                run_id,
+                at,
+                outcome,
+            } => {
+                if let Some(r) = &mut self.last_run {
+                    if &r.run_id == run_id {
+                        r.outcome = outcome.clone();
+                        r.finished = Some(at.clone());
+                    }
+                }
+            }
+            Record::Reset { ids, all, .. } => {
+                if *all {
+                    self.steps.clear();
+                } else {
+                    for id in ids {
+                        self.steps.remove(id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The one interface the engine uses to persist state.
+pub trait Store: Send {
+    /// Record a transition durably before returning.
+    fn append(&mut self, rec: &Record) -> crate::error::Result<()>;
+    /// Everything recorded so far.
+    fn load(&self) -> crate::error::Result<State>;
+}
+
+/// Now, as RFC 3339 (UTC).
+pub fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}

@@ -1,0 +1,203 @@
+//! Evaluating one check or action: commands through `exec`, JSON field checks, and the built-in
+//! Kubernetes checks through `checks`. Polling for post-conditions lives here too.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::checks::{self, Clusters};
+use crate::exec::{self, Cancel, Finished, Program};
+use crate::secrets::Redactor;
+use crate::spec::phase::ActionSpec;
+
+/// What evaluating an action said.
+#[derive(Debug, Clone)]
+pub struct Said {
+    pub passed: bool,
+    /// One paragraph: what it saw, or the output tail of a failed command.
+    pub detail: String,
+    pub exit_code: Option<i32>,
+    /// Output lines, for transient-failure matching and failure reports.
+    pub output: Vec<String>,
+    pub interrupted: bool,
+}
+
+/// Everything an action needs from its step.
+pub struct Ctx<'a> {
+    pub env: &'a BTreeMap<String, String>,
+    pub stdin: bool,
+    pub log: Option<std::path::PathBuf>,
+    pub redactor: &'a Redactor,
+    pub clusters: &'a Clusters,
+    pub cancel: Cancel,
+    pub id: &'a str,
+    /// Where output lines go as events (the step's action only).
+    pub events: Option<tokio::sync::mpsc::UnboundedSender<crate::report::Event>>,
+}
+
+fn from_finished(f: &Finished) -> Said {
+    Said {
+        passed: f.success(),
+        detail: if f.success() {
+            crate::report::first_line(&f.tail(5)).to_string()
+        } else {
+            format!("{}: {}", f.describe(), f.tail(20))
+        },
+        exit_code: f.exit_code(),
+        output: f.output.clone(),
+        interrupted: f.ending == exec::Ending::Cancelled,
+    }
+}
+
+/// Read a dot path (`a.b.0.c`) from JSON.
+pub fn json_field<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
+    let mut cur = v;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        cur = match cur {
+            Value::Object(m) => m.get(part)?,
+            Value::Array(a) => a.get(part.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+fn as_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The first JSON document of a stream (talosctl prints one object per node).
+fn first_document(text: &str) -> Option<Value> {
+    let mut de = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    de.next().and_then(|r| r.ok())
+}
+
+/// Evaluate once, with a deadline for commands.
+pub async fn once(a: &ActionSpec, ctx: &Ctx<'_>, timeout: Duration, label: &str) -> Said {
+    match a {
+        ActionSpec::Cmd(argv) => {
+            let f = run_program(Program::Argv(argv.clone()), ctx, timeout, label).await;
+            from_finished(&f)
+        }
+        ActionSpec::Shell(s) => {
+            let f = run_program(Program::Shell(s.clone()), ctx, timeout, label).await;
+            from_finished(&f)
+        }
+        ActionSpec::Json(j) => {
+            let f = run_program(Program::Argv(j.cmd.clone()), ctx, timeout, label).await;
+            let mut said = from_finished(&f);
+            if !f.success() {
+                return said;
+            }
+            let text = f.stdout.join("\n");
+            match first_document(&text) {
+                None => {
+                    said.passed = false;
+                    said.detail = format!(
+                        "expected JSON on stdout, got: {}",
+                        crate::report::first_line(&text)
+                    );
+                }
+                Some(doc) => {
+                    let got = json_field(&doc, &j.field).map(as_text);
+                    let ok = match &got {
+                        None => false,
+                        Some(g) => {
+                            j.equals.as_ref().is_some_and(|e| e == g)
+                                || j.one_of.iter().any(|e| e == g)
+                        }
+                    };
+                    let want = j
+                        .equals
+                        .clone()
+                        .map(|e| format!("{e:?}"))
+                        .unwrap_or_else(|| format!("one of {:?}", j.one_of));
+                    said.passed = ok;
+                    said.detail = match got {
+                        None => format!(".{} is missing (wanted {want})", j.field),
+                        Some(g) => format!(".{} is {g:?} (wanted {want})", j.field),
+                    };
+                }
+            }
+            said
+        }
+        kube => match ctx.clusters.evaluate(kube, checks::Mode::Once).await {
+            Ok(o) => Said {
+                passed: o.passed,
+                detail: o.detail,
+                exit_code: None,
+                output: Vec::new(),
+                interrupted: false,
+            },
+            Err(e) => Said {
+                passed: false,
+                detail: format!("{e:#}"),
+                exit_code: None,
+                output: Vec::new(),
+                interrupted: false,
+            },
+        },
+    }
+}
+
+/// Evaluate until it passes or `timeout` passes: kube checks watch, commands re-run every second.
+pub async fn until(a: &ActionSpec, ctx: &Ctx<'_>, timeout: Duration, label: &str) -> Said {
+    if checks::is_kube(a) {
+        let mode = checks::Mode::Wait(timeout);
+        let mut cancel = ctx.cancel.clone();
+        return tokio::select! {
+            r = ctx.clusters.evaluate(a, mode) => match r {
+                Ok(o) => Said { passed: o.passed, detail: o.detail, exit_code: None, output: Vec::new(), interrupted: false },
+                Err(e) => Said { passed: false, detail: format!("{e:#}"), exit_code: None, output: Vec::new(), interrupted: false },
+            },
+            _ = interrupted(&mut cancel) => Said { passed: false, detail: "interrupted".into(), exit_code: None, output: Vec::new(), interrupted: true },
+        };
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let said = once(a, ctx, left.max(Duration::from_secs(1)), label).await;
+        if said.passed || said.interrupted || Instant::now() + Duration::from_secs(1) >= deadline {
+            return said;
+        }
+        let mut cancel = ctx.cancel.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = interrupted(&mut cancel) => return Said { interrupted: true, ..said },
+        }
+    }
+}
+
+pub async fn interrupted(cancel: &mut Cancel) {
+    while cancel.level() == 0 {
+        if cancel.0.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn run_program(program: Program, ctx: &Ctx<'_>, timeout: Duration, label: &str) -> Finished {
+    let spec = exec::Spec {
+        program,
+        env: ctx.env.clone(),
+        stdin: ctx.stdin,
+        timeout,
+        log: ctx.log.clone(),
+        label: format!("{} {label}", ctx.id),
+    };
+    let id = ctx.id.to_string();
+    let events = ctx.events.clone();
+    exec::run(&spec, ctx.redactor, ctx.cancel.clone(), move |line| {
+        if let Some(tx) = &events {
+            let _ = tx.send(crate::report::Event::Output {
+                id: id.clone(),
+                line: line.to_string(),
+            });
+        }
+    })
+    .await
+}
