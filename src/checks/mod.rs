@@ -1,15 +1,25 @@
 //! Built-in Kubernetes checks: nodes, rollout, condition, exists/absent, crd.
 //!
-//! Owns evaluating a kube-native [`ActionSpec`] against a cluster with the `kube` client (typed APIs,
-//! dynamic objects for CRDs, watches wrapped in timeouts). It never shells out to kubectl and never
-//! decides what to do with the outcome: the engine does.
+//! Owns evaluating a kube-native [`ActionSpec`] against a cluster with the `kube` client: typed
+//! APIs for nodes and workloads, dynamic objects for everything else (Flux, CNPG, …). In wait mode a
+//! check is driven by a watch on what it reads, wrapped in its own timeout. It never shells out to
+//! kubectl and never decides what to do with the outcome: the engine does.
+
+mod rules;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::watcher;
+
 use crate::error::Result;
 use crate::spec::phase::ActionSpec;
 use crate::spec::plan::Plan;
+
+pub use rules::{condition_rule, daemonset_rule, deployment_rule, nodes_rule, statefulset_rule};
 
 /// How a check is evaluated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,11 +46,13 @@ pub fn is_kube(a: &ActionSpec) -> bool {
     )
 }
 
-/// Kube clients for the plan's clusters, built lazily from the kubeconfig (which a step may write).
+/// Kube clients for the plan's clusters, built from the kubeconfig (which a step may write mid-run).
 pub struct Clusters {
     pub kubeconfig: PathBuf,
     /// cluster name -> kube context name
     pub contexts: std::collections::BTreeMap<String, String>,
+    /// cluster name -> expected node names
+    pub nodes: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Clusters {
@@ -50,17 +62,162 @@ impl Clusters {
             .iter()
             .map(|c| (c.name.value.clone(), c.context.clone()))
             .collect();
+        let nodes = plan
+            .clusters
+            .iter()
+            .map(|c| {
+                (
+                    c.name.value.clone(),
+                    c.nodes.iter().map(|n| n.name.value.clone()).collect(),
+                )
+            })
+            .collect();
         Clusters {
             kubeconfig,
             contexts,
+            nodes,
+        }
+    }
+
+    async fn client(&self, cluster: &str) -> Result<kube::Client> {
+        let context = self
+            .contexts
+            .get(cluster)
+            .ok_or_else(|| color_eyre::eyre::eyre!("no cluster named {cluster:?} in the plan"))?;
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).map_err(|e| {
+            color_eyre::eyre::eyre!("cannot read kubeconfig {}: {e}", self.kubeconfig.display())
+        })?;
+        let opts = kube::config::KubeConfigOptions {
+            context: Some(context.clone()),
+            ..Default::default()
+        };
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &opts)
+            .await
+            .map_err(|e| color_eyre::eyre::eyre!("kube context {context:?}: {e}"))?;
+        Ok(kube::Client::try_from(cfg)?)
+    }
+
+    fn cluster_of(check: &ActionSpec) -> Option<&str> {
+        match check {
+            ActionSpec::Nodes(c) => c.cluster.as_deref(),
+            ActionSpec::Rollout(c) => c.cluster.as_deref(),
+            ActionSpec::Condition(c) => c.cluster.as_deref(),
+            ActionSpec::Exists(c) | ActionSpec::Absent(c) => c.cluster.as_deref(),
+            ActionSpec::Crd(c) => c.cluster.as_deref(),
+            _ => None,
         }
     }
 
     /// Evaluate a built-in check.
     pub async fn evaluate(&self, check: &ActionSpec, mode: Mode) -> Result<Outcome> {
-        let _ = (check, mode);
-        Err(color_eyre::eyre::eyre!(
-            "built-in Kubernetes checks are not implemented yet"
-        ))
+        let cluster = Self::cluster_of(check)
+            .ok_or_else(|| {
+                color_eyre::eyre::eyre!("not a Kubernetes check, or it names no cluster")
+            })?
+            .to_string();
+        match mode {
+            Mode::Once => {
+                let client = self.client(&cluster).await?;
+                rules::evaluate(&client, check, &self.expected(&cluster, check)).await
+            }
+            Mode::Wait(timeout) => {
+                let mut last = Outcome {
+                    passed: false,
+                    detail: "no answer from the cluster yet".into(),
+                };
+                let run = async {
+                    loop {
+                        match self.client(&cluster).await {
+                            Ok(client) => {
+                                // Re-evaluate on every change to what the check reads (and at least
+                                // every few seconds, in case a watch is not possible yet).
+                                match rules::evaluate(
+                                    &client,
+                                    check,
+                                    &self.expected(&cluster, check),
+                                )
+                                .await
+                                {
+                                    Ok(o) if o.passed => return o,
+                                    Ok(o) => last = o,
+                                    Err(e) => {
+                                        last = Outcome {
+                                            passed: false,
+                                            detail: format!("{e:#}"),
+                                        }
+                                    }
+                                }
+                                let ar = watched_resource(check);
+                                let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+                                let mut stream = watcher(api, watcher::Config::default()).boxed();
+                                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                                    let mut n = 0;
+                                    while let Some(ev) = stream.next().await {
+                                        if matches!(
+                                            ev,
+                                            Ok(watcher::Event::Apply(_)
+                                                | watcher::Event::Delete(_)
+                                                | watcher::Event::InitDone)
+                                        ) {
+                                            n += 1;
+                                            if n > 1 {
+                                                break;
+                                            }
+                                        }
+                                        if ev.is_err() {
+                                            break;
+                                        }
+                                    }
+                                })
+                                .await;
+                            }
+                            Err(e) => {
+                                last = Outcome {
+                                    passed: false,
+                                    detail: format!("{e:#}"),
+                                };
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                        }
+                    }
+                };
+                match tokio::time::timeout(timeout, run).await {
+                    Ok(o) => Ok(o),
+                    Err(_) => Ok(Outcome {
+                        passed: false,
+                        detail: format!(
+                            "timed out after {}: {}",
+                            humantime::format_duration(timeout),
+                            last.detail
+                        ),
+                    }),
+                }
+            }
+        }
+    }
+
+    fn expected(&self, cluster: &str, check: &ActionSpec) -> Vec<String> {
+        match check {
+            ActionSpec::Nodes(n) => n
+                .names
+                .clone()
+                .unwrap_or_else(|| self.nodes.get(cluster).cloned().unwrap_or_default()),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// What a check reads, for its watch.
+fn watched_resource(check: &ActionSpec) -> ApiResource {
+    let gvk = |api: &str, kind: &str| {
+        let (g, v) = api.split_once('/').unwrap_or(("", api));
+        ApiResource::from_gvk(&GroupVersionKind::gvk(g, v, kind))
+    };
+    match check {
+        ActionSpec::Nodes(_) => gvk("v1", "Node"),
+        ActionSpec::Rollout(r) => gvk("apps/v1", &r.kind),
+        ActionSpec::Condition(c) => gvk(&c.api_version, &c.kind),
+        ActionSpec::Exists(c) | ActionSpec::Absent(c) => gvk(&c.api_version, &c.kind),
+        _ => gvk("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
     }
 }

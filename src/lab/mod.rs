@@ -4,11 +4,11 @@
 //! Owns everything simulated. It never touches a real machine.
 
 pub mod apiserver;
+pub mod charts;
+pub mod cluster;
 pub mod core;
 pub mod sim;
 pub mod tools;
-
-use color_eyre::eyre::eyre;
 
 use crate::cli::{Global, LabCommand};
 use crate::error::{Exit, Result};
@@ -18,20 +18,108 @@ pub struct Lab;
 
 /// A running lab: its API servers and simulated controllers.
 pub struct LabHandle {
-    dir: core::LabDir,
+    pub dir: core::LabDir,
+    pub servers: Vec<(String, apiserver::ApiServer)>,
+    sims: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Lab {
-    /// Start the lab for a plan: API servers, simulated controllers, tool links.
-    pub async fn start(
-        _plan: &crate::spec::Plan,
-        state_dir: &std::path::Path,
-    ) -> Result<LabHandle> {
-        Err(eyre!(
-            "the lab is not implemented yet (state dir {})",
-            state_dir.display()
-        ))
+    /// Start the lab for a plan: write the topology, start one API server per cluster (on last
+    /// run's port when free), the simulated controllers, the tool links and the lab vault.
+    pub async fn start(plan: &crate::spec::Plan, state_dir: &std::path::Path) -> Result<LabHandle> {
+        let dir = core::LabDir::for_state_dir(state_dir);
+        std::fs::create_dir_all(dir.root())?;
+        let topo = core::Topology::from_plan(plan)?;
+        core::write_json(&dir.topology(), &topo)?;
+        sim::flux::install_gitops_tree(&dir)?;
+        seed_vault(&dir, plan)?;
+        link_tools(&dir)?;
+        let old: std::collections::BTreeMap<String, String> =
+            core::read_json(&dir.endpoints())?.unwrap_or_default();
+        let mut servers = Vec::new();
+        let mut endpoints = std::collections::BTreeMap::new();
+        let mut sims = Vec::new();
+        for c in &topo.clusters {
+            let port = old
+                .get(&c.name)
+                .and_then(|u| u.rsplit(':').next())
+                .and_then(|p| p.parse().ok());
+            let server = apiserver::serve(apiserver::ServeOptions {
+                cluster: c.name.clone(),
+                persist: Some(dir.cluster_objects(&c.name)),
+                port,
+            })
+            .await?;
+            endpoints.insert(c.name.clone(), server.url());
+            sims.push(sim::start(
+                &c.name,
+                server.store.clone(),
+                topo.clone(),
+                dir.clone(),
+            ));
+            servers.push((c.name.clone(), server));
+        }
+        core::write_json(&dir.endpoints(), &endpoints)?;
+        // Kubeconfigs written in an earlier run point at the old ports: keep them valid.
+        if endpoints != old {
+            let kubeconfig = std::path::PathBuf::from(crate::render::plan_path(
+                plan,
+                state_dir,
+                &plan.paths.kubeconfig.value,
+            ));
+            if let Some(cfg) = apiserver::kubeconfig::read_kubeconfig(&kubeconfig) {
+                let entries: Vec<(String, String, String)> = topo
+                    .clusters
+                    .iter()
+                    .filter(|c| {
+                        cfg["contexts"].as_array().is_some_and(|a| {
+                            a.iter()
+                                .any(|x| x["name"].as_str() == Some(c.context.as_str()))
+                        })
+                    })
+                    .map(|c| {
+                        (
+                            c.context.clone(),
+                            c.name.clone(),
+                            endpoints[&c.name].clone(),
+                        )
+                    })
+                    .collect();
+                if !entries.is_empty() {
+                    apiserver::kubeconfig::write_kubeconfig(&kubeconfig, &entries, None)?;
+                }
+            }
+        }
+        Ok(LabHandle { dir, servers, sims })
     }
+}
+
+/// Links named after each tool, pointing at this binary (the stand-ins are multi-call).
+fn link_tools(dir: &core::LabDir) -> Result<()> {
+    let exe = std::env::current_exe()?;
+    std::fs::create_dir_all(dir.bin())?;
+    for t in tools::TOOLS {
+        let link = dir.bin().join(t);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&exe, &link)?;
+    }
+    Ok(())
+}
+
+/// Put every secret the plan references into the lab vault, with a made-up value, once.
+fn seed_vault(dir: &core::LabDir, plan: &crate::spec::Plan) -> Result<()> {
+    let refs: Vec<String> = plan
+        .secrets
+        .values()
+        .map(|s| s.value.clone())
+        .filter(|s| crate::secrets::is_reference(s))
+        .collect();
+    core::update_json(dir, &dir.vault(), |v: &mut tools::op::Vault| {
+        for r in &refs {
+            v.ensure_reference(r);
+        }
+    })?;
+    Ok(())
 }
 
 impl LabHandle {
@@ -40,20 +128,186 @@ impl LabHandle {
         let path = std::env::var_os("PATH")
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let bin = std::fs::canonicalize(self.dir.bin()).unwrap_or_else(|_| self.dir.bin());
+        let root = std::fs::canonicalize(self.dir.root())
+            .unwrap_or_else(|_| self.dir.root().to_path_buf());
         vec![
-            (
-                "PATH".into(),
-                format!("{}:{path}", self.dir.bin().display()),
-            ),
-            (
-                core::LAB_DIR_ENV.into(),
-                self.dir.root().display().to_string(),
-            ),
+            ("PATH".into(), format!("{}:{path}", bin.display())),
+            (core::LAB_DIR_ENV.into(), root.display().to_string()),
         ]
     }
-    pub async fn shutdown(self) {}
+    pub async fn shutdown(self) {
+        for s in &self.sims {
+            s.abort();
+        }
+        for (_, s) in self.servers {
+            s.shutdown().await;
+        }
+    }
 }
 
-pub fn lab_command(_g: &Global, _cmd: &LabCommand) -> Result<Exit> {
-    Err(eyre!("`bootstrap lab` is not implemented yet"))
+/// `bootstrap lab status|reset|serve`.
+pub fn lab_command(g: &Global, cmd: &LabCommand) -> Result<Exit> {
+    let (plan, _) = crate::spec::load_plan(&g.plan)?;
+    if !plan.lab {
+        return Err(
+            crate::error::UserError::new("this plan is not a lab plan (lab: false)")
+                .in_file(&g.plan)
+                .field("lab")
+                .help("use a lab plan, such as plans/lab.yaml")
+                .into(),
+        );
+    }
+    let state_dir = crate::workspace::state_dir_for(g, &plan.name.value);
+    let dir = core::LabDir::for_state_dir(&state_dir);
+    match cmd {
+        LabCommand::Reset => {
+            if let Some(h) = crate::state::Lock::holder(&state_dir) {
+                return Err(crate::error::ExitError::new(
+                    Exit::Locked,
+                    format!("a run holds the state: {h}"),
+                )
+                .into());
+            }
+            match std::fs::remove_dir_all(dir.root()) {
+                Ok(()) => eprintln!("removed the lab in {}", dir.root().display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    eprintln!("no lab in {}", dir.root().display())
+                }
+                Err(e) => return Err(e.into()),
+            }
+            Ok(Exit::Ok)
+        }
+        LabCommand::Status => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let talos: tools::talosctl::TalosState =
+                    core::read_json(&dir.talos())?.unwrap_or_default();
+                for c in &plan.clusters {
+                    let name = &c.name.value;
+                    let store = apiserver::Store::new(Some(dir.cluster_objects(name)));
+                    let local = cluster::Local(store);
+                    use cluster::Objects;
+                    println!(
+                        "cluster {name} (id {}, context {}){}",
+                        c.id.value,
+                        c.context,
+                        if talos.bootstrapped.get(name).copied().unwrap_or(false) {
+                            ", bootstrapped"
+                        } else {
+                            ""
+                        }
+                    );
+                    let knodes = local
+                        .list("v1", "Node", None, None)
+                        .await
+                        .unwrap_or_default();
+                    for n in &c.nodes {
+                        let t = match talos.nodes.get(&n.ip.value.to_string()) {
+                            None => "maintenance",
+                            Some(_) => "configured",
+                        };
+                        let k = knodes
+                            .iter()
+                            .find(|x| x["metadata"]["name"] == n.name.value.as_str())
+                            .map(|x| {
+                                let ready =
+                                    x["status"]["conditions"].as_array().is_some_and(|cs| {
+                                        cs.iter()
+                                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                                    });
+                                if ready { "Ready" } else { "NotReady" }
+                            })
+                            .unwrap_or("not registered");
+                        println!(
+                            "  node {:<10} {:<14} talos: {t:<12} kubernetes: {k}",
+                            n.name.value, n.ip.value
+                        );
+                    }
+                    let secrets = local
+                        .list("v1", "Secret", None, Some("owner=helm"))
+                        .await
+                        .unwrap_or_default();
+                    let mut rel: Vec<String> = secrets
+                        .iter()
+                        .filter(|s| s["metadata"]["labels"]["status"] == "deployed")
+                        .map(|s| {
+                            format!(
+                                "{}/{} v{}",
+                                s["metadata"]["namespace"].as_str().unwrap_or(""),
+                                s["metadata"]["labels"]["name"].as_str().unwrap_or(""),
+                                s["metadata"]["labels"]["version"].as_str().unwrap_or("")
+                            )
+                        })
+                        .collect();
+                    rel.sort();
+                    println!(
+                        "  helm releases: {}",
+                        if rel.is_empty() {
+                            "none".to_string()
+                        } else {
+                            rel.join(", ")
+                        }
+                    );
+                }
+                Ok::<_, color_eyre::Report>(())
+            })?;
+            Ok(Exit::Ok)
+        }
+        LabCommand::Serve => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let _lock = match crate::state::Lock::acquire(&state_dir, "lab-serve") {
+                    Ok(l) => l,
+                    Err(crate::state::LockError::Held(h)) => {
+                        return Err(crate::error::ExitError::new(
+                            Exit::Locked,
+                            format!(
+                                "a run holds the state: {}",
+                                h.map(|h| h.to_string()).unwrap_or_default()
+                            ),
+                        )
+                        .into());
+                    }
+                    Err(crate::state::LockError::Io(e)) => return Err(color_eyre::Report::from(e)),
+                };
+                let lab = Lab::start(&plan, &state_dir).await?;
+                let kubeconfig = dir.root().join("kubeconfig");
+                let entries: Vec<(String, String, String)> = plan
+                    .clusters
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.context.clone(),
+                            c.name.value.clone(),
+                            lab.servers
+                                .iter()
+                                .find(|(n, _)| *n == c.name.value)
+                                .map(|(_, s)| s.url())
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                apiserver::kubeconfig::write_kubeconfig(&kubeconfig, &entries, None)?;
+                println!(
+                    "The lab is serving. Use it with:\n  export KUBECONFIG={}",
+                    std::fs::canonicalize(&kubeconfig)
+                        .unwrap_or(kubeconfig.clone())
+                        .display()
+                );
+                for (ctx, cluster, url) in &entries {
+                    println!("  kubectl --context {ctx} get nodes    # {cluster} at {url}");
+                }
+                println!("Press Ctrl-C to stop.");
+                let _ = tokio::signal::ctrl_c().await;
+                lab.shutdown().await;
+                Ok::<_, color_eyre::Report>(())
+            })?;
+            Ok(Exit::Ok)
+        }
+    }
 }

@@ -8,7 +8,11 @@ use crate::error::Result;
 
 /// Merge contexts into a kubeconfig file (created if missing): `(context, cluster, server url)`.
 /// Existing entries of the same names are replaced; others are kept.
-pub fn write_kubeconfig(path: &Path, entries: &[(String, String, String)], current: Option<&str>) -> Result<()> {
+pub fn write_kubeconfig(
+    path: &Path,
+    entries: &[(String, String, String)],
+    current: Option<&str>,
+) -> Result<()> {
     let mut cfg: Value = match std::fs::read_to_string(path) {
         Ok(t) if !t.trim().is_empty() => serde_saphyr::from_str(&t).unwrap_or_else(|_| json!({})),
         _ => json!({}),
@@ -25,9 +29,21 @@ pub fn write_kubeconfig(path: &Path, entries: &[(String, String, String)], curre
     }
     for (context, cluster, url) in entries {
         let user = context.clone();
-        upsert(&mut cfg["clusters"], cluster, json!({"name": cluster, "cluster": {"server": url}}));
-        upsert(&mut cfg["users"], &user, json!({"name": user, "user": {"token": format!("lab-admin-{cluster}")}}));
-        upsert(&mut cfg["contexts"], context, json!({"name": context, "context": {"cluster": cluster, "user": user, "namespace": "default"}}));
+        upsert(
+            &mut cfg["clusters"],
+            cluster,
+            json!({"name": cluster, "cluster": {"server": url}}),
+        );
+        upsert(
+            &mut cfg["users"],
+            &user,
+            json!({"name": user, "user": {"token": format!("lab-admin-{cluster}")}}),
+        );
+        upsert(
+            &mut cfg["contexts"],
+            context,
+            json!({"name": context, "context": {"cluster": cluster, "user": user, "namespace": "default"}}),
+        );
     }
     if let Some(c) = current {
         cfg["current-context"] = json!(c);

@@ -68,13 +68,16 @@ pub async fn serve(opts: ServeOptions) -> Result<ApiServer> {
     };
     let addr = listener.local_addr()?;
     let store = Store::new(opts.persist.clone());
-    let app = axum::Router::new().fallback(handle).with_state(store.clone());
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(store.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = rx.await;
-        })
-        .await;
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
     });
     let fs = store.clone();
     let flusher = tokio::spawn(async move {
@@ -83,7 +86,13 @@ pub async fn serve(opts: ServeOptions) -> Result<ApiServer> {
             fs.flush();
         }
     });
-    Ok(ApiServer { addr, store, shutdown: Some(tx), task, flusher })
+    Ok(ApiServer {
+        addr,
+        store,
+        shutdown: Some(tx),
+        task,
+        flusher,
+    })
 }
 
 fn json_response(code: u16, v: &Value) -> Response {
@@ -141,30 +150,62 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-async fn handle(State(store): State<Store>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(store): State<Store>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().trim_end_matches('/');
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let q = query_map(&uri);
     match segs.as_slice() {
-        ["version"] => return json_response(200, &json!({"major": "1", "minor": "34", "gitVersion": "v1.34.2", "gitCommit": "lab", "gitTreeState": "clean", "buildDate": "2025-11-11T00:00:00Z", "goVersion": "go1.24.9", "compiler": "gc", "platform": "linux/amd64"})),
+        ["version"] => {
+            return json_response(
+                200,
+                &json!({"major": "1", "minor": "34", "gitVersion": "v1.34.2", "gitCommit": "lab", "gitTreeState": "clean", "buildDate": "2025-11-11T00:00:00Z", "goVersion": "go1.24.9", "compiler": "gc", "platform": "linux/amd64"}),
+            );
+        }
         ["healthz"] | ["readyz"] | ["livez"] => return Response::new(Body::from("ok")),
-        ["api"] => return json_response(200, &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]})),
+        ["api"] => {
+            return json_response(
+                200,
+                &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+            );
+        }
         ["api", "v1"] => return json_response(200, &resource_list(&store, "", "v1")),
         ["apis"] => return json_response(200, &group_list(&store)),
         ["apis", g, v] => {
             let list = resource_list(&store, g, v);
             if list["resources"].as_array().is_some_and(|a| a.is_empty()) {
-                return err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+                return err(ApiError::new(
+                    404,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                ));
             }
             return json_response(200, &list);
         }
-        ["openapi", ..] | ["swagger.json"] => return err(ApiError::new(404, "NotFound", "the server could not find the requested resource")),
+        ["openapi", ..] | ["swagger.json"] => {
+            return err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
+        }
         _ => {}
     }
     let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
         ["api", v, rest @ ..] => ("", v, rest),
         ["apis", g, v, rest @ ..] => (g, v, rest),
-        _ => return err(ApiError::new(404, "NotFound", "the server could not find the requested resource")),
+        _ => {
+            return err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
+        }
     };
     let (ns, rest): (Option<String>, &[&str]) = match rest {
         ["namespaces", ns, more @ ..] if !more.is_empty() => (Some(ns.to_string()), more),
@@ -174,10 +215,20 @@ async fn handle(State(store): State<Store>, method: Method, uri: Uri, headers: H
         [p] => (*p, None, None),
         [p, n] => (*p, Some(n.to_string()), None),
         [p, n, s] => (*p, Some(n.to_string()), Some(s.to_string())),
-        _ => return err(ApiError::new(404, "NotFound", "the server could not find the requested resource")),
+        _ => {
+            return err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
+        }
     };
     let Some(res) = store.find(group, version, plural) else {
-        return err(ApiError::new(404, "NotFound", "the server could not find the requested resource"));
+        return err(ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
     };
     let t = Target { res, ns, name, sub };
     let dry_run = q.get("dryRun").is_some_and(|v| v == "All");
@@ -194,7 +245,9 @@ async fn handle(State(store): State<Store>, method: Method, uri: Uri, headers: H
         },
         (Method::POST, None) => match parse_body(&headers, &body) {
             Ok(obj) => {
-                let ns = t.ns.clone().or_else(|| obj["metadata"]["namespace"].as_str().map(String::from));
+                let ns =
+                    t.ns.clone()
+                        .or_else(|| obj["metadata"]["namespace"].as_str().map(String::from));
                 match store.create(&t.res, ns.as_deref(), obj, dry_run) {
                     Ok(o) => json_response(201, &o),
                     Err(e) => err(e),
@@ -203,36 +256,68 @@ async fn handle(State(store): State<Store>, method: Method, uri: Uri, headers: H
             Err(e) => err(e),
         },
         (Method::PUT, Some(name)) => match parse_body(&headers, &body) {
-            Ok(obj) => match store.update(&t.res, t.ns.as_deref(), name, obj, t.sub.as_deref() == Some("status"), dry_run) {
+            Ok(obj) => match store.update(
+                &t.res,
+                t.ns.as_deref(),
+                name,
+                obj,
+                t.sub.as_deref() == Some("status"),
+                dry_run,
+            ) {
                 Ok(o) => json_response(200, &o),
                 Err(e) => err(e),
             },
             Err(e) => err(e),
         },
         (Method::PATCH, Some(name)) => patch(&store, &t, name, &headers, &body, dry_run),
-        (Method::DELETE, Some(name)) => match store.delete(&t.res, t.ns.as_deref(), name, dry_run) {
-            Ok(o) => json_response(200, &o),
-            Err(e) => err(e),
-        },
-        _ => err(ApiError::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource ({method})"))),
+        (Method::DELETE, Some(name)) => {
+            match store.delete(&t.res, t.ns.as_deref(), name, dry_run) {
+                Ok(o) => json_response(200, &o),
+                Err(e) => err(e),
+            }
+        }
+        _ => err(ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource ({method})"),
+        )),
     }
 }
 
 fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
-    let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
     let parsed: Result<Value, String> = if ct.contains("yaml") {
         serde_saphyr::from_slice::<Value>(body).map_err(|e| e.to_string())
     } else {
         serde_json::from_slice(body).map_err(|e| e.to_string())
     };
-    parsed.map_err(|e| ApiError::new(400, "BadRequest", format!("the body of the request could not be decoded: {e}")))
+    parsed.map_err(|e| {
+        ApiError::new(
+            400,
+            "BadRequest",
+            format!("the body of the request could not be decoded: {e}"),
+        )
+    })
 }
 
 fn resource_list(store: &Store, group: &str, version: &str) -> Value {
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     let mut resources = Vec::new();
-    for r in store.resources().into_iter().filter(|r| r.group == group && r.version == version) {
-        let verbs = json!(["create", "delete", "get", "list", "patch", "update", "watch"]);
+    for r in store
+        .resources()
+        .into_iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        let verbs = json!([
+            "create", "delete", "get", "list", "patch", "update", "watch"
+        ]);
         resources.push(json!({"name": r.plural, "singularName": r.kind.to_lowercase(), "namespaced": r.namespaced, "kind": r.kind, "verbs": verbs, "shortNames": r.short_names}));
         if r.status {
             resources.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
@@ -243,7 +328,11 @@ fn resource_list(store: &Store, group: &str, version: &str) -> Value {
 
 fn group_list(store: &Store) -> Value {
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
-    for r in store.resources().into_iter().filter(|r| !r.group.is_empty()) {
+    for r in store
+        .resources()
+        .into_iter()
+        .filter(|r| !r.group.is_empty())
+    {
         match groups.iter_mut().find(|(g, _)| *g == r.group) {
             Some((_, vs)) => {
                 if !vs.contains(&r.version) {
@@ -256,7 +345,10 @@ fn group_list(store: &Store) -> Value {
     let groups: Vec<Value> = groups
         .into_iter()
         .map(|(g, vs)| {
-            let versions: Vec<Value> = vs.iter().map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
+            let versions: Vec<Value> = vs
+                .iter()
+                .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+                .collect();
             json!({"name": g, "versions": versions, "preferredVersion": versions[0]})
         })
         .collect();
@@ -284,30 +376,49 @@ pub fn labels_match(selector: &str, labels: &serde_json::Map<String, Value>) -> 
     }
     parts.push(cur);
     let get = |k: &str| labels.get(k.trim()).and_then(|v| v.as_str());
-    parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()).all(|p| {
-        if let Some((k, v)) = p.split_once("!=") {
-            get(k) != Some(v.trim())
-        } else if let Some((k, v)) = p.split_once("==").or_else(|| p.split_once('=')) {
-            get(k) == Some(v.trim())
-        } else if let Some((k, set)) = p.split_once(" notin ") {
-            let set: Vec<&str> = set.trim().trim_matches(|c| c == '(' || c == ')').split(',').map(str::trim).collect();
-            get(k).is_none_or(|v| !set.contains(&v))
-        } else if let Some((k, set)) = p.split_once(" in ") {
-            let set: Vec<&str> = set.trim().trim_matches(|c| c == '(' || c == ')').split(',').map(str::trim).collect();
-            get(k).is_some_and(|v| set.contains(&v))
-        } else if let Some(k) = p.strip_prefix('!') {
-            get(k).is_none()
-        } else {
-            get(p).is_some()
-        }
-    })
+    parts
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .all(|p| {
+            if let Some((k, v)) = p.split_once("!=") {
+                get(k) != Some(v.trim())
+            } else if let Some((k, v)) = p.split_once("==").or_else(|| p.split_once('=')) {
+                get(k) == Some(v.trim())
+            } else if let Some((k, set)) = p.split_once(" notin ") {
+                let set: Vec<&str> = set
+                    .trim()
+                    .trim_matches(|c| c == '(' || c == ')')
+                    .split(',')
+                    .map(str::trim)
+                    .collect();
+                get(k).is_none_or(|v| !set.contains(&v))
+            } else if let Some((k, set)) = p.split_once(" in ") {
+                let set: Vec<&str> = set
+                    .trim()
+                    .trim_matches(|c| c == '(' || c == ')')
+                    .split(',')
+                    .map(str::trim)
+                    .collect();
+                get(k).is_some_and(|v| set.contains(&v))
+            } else if let Some(k) = p.strip_prefix('!') {
+                get(k).is_none()
+            } else {
+                get(p).is_some()
+            }
+        })
 }
 
 fn field_match(selector: &str, obj: &Value) -> bool {
     selector.split(',').filter(|p| !p.is_empty()).all(|p| {
         let (neg, (k, v)) = match p.split_once("!=") {
             Some(kv) => (true, kv),
-            None => (false, p.split_once("==").or_else(|| p.split_once('=')).unwrap_or((p, ""))),
+            None => (
+                false,
+                p.split_once("==")
+                    .or_else(|| p.split_once('='))
+                    .unwrap_or((p, "")),
+            ),
         };
         let got = match k {
             "metadata.name" => obj["metadata"]["name"].as_str(),
@@ -323,19 +434,30 @@ fn field_match(selector: &str, obj: &Value) -> bool {
 fn selected(obj: &Value, q: &std::collections::HashMap<String, String>) -> bool {
     let empty = serde_json::Map::new();
     let labels = obj["metadata"]["labels"].as_object().unwrap_or(&empty);
-    q.get("labelSelector").is_none_or(|s| labels_match(s, labels)) && q.get("fieldSelector").is_none_or(|s| field_match(s, obj))
+    q.get("labelSelector")
+        .is_none_or(|s| labels_match(s, labels))
+        && q.get("fieldSelector").is_none_or(|s| field_match(s, obj))
 }
 
 fn list(store: &Store, t: &Target, q: &std::collections::HashMap<String, String>) -> Response {
     let (items, rv) = store.list(&t.res, t.ns.as_deref());
     let items: Vec<Value> = items.into_iter().filter(|o| selected(o, q)).collect();
-    json_response(200, &json!({"kind": format!("{}List", t.res.kind), "apiVersion": t.res.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": items}))
+    json_response(
+        200,
+        &json!({"kind": format!("{}List", t.res.kind), "apiVersion": t.res.api_version(), "metadata": {"resourceVersion": rv.to_string()}, "items": items}),
+    )
 }
 
 async fn watch(store: Store, t: Target, q: std::collections::HashMap<String, String>) -> Response {
     let rx = store.changes.subscribe();
-    let since: u64 = q.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let timeout = q.get("timeoutSeconds").and_then(|v| v.parse::<u64>().ok()).unwrap_or(1800);
+    let since: u64 = q
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(1800);
     let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
     let key = t.res.key();
     // Objects changed after `since` (or all, for a fresh watch) are sent first as ADDED.
@@ -343,62 +465,102 @@ async fn watch(store: Store, t: Target, q: std::collections::HashMap<String, Str
     let initial: Vec<Value> = items
         .into_iter()
         .filter(|o| selected(o, &q))
-        .filter(|o| o["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) > since)
+        .filter(|o| {
+            o["metadata"]["resourceVersion"]
+                .as_str()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                > since
+        })
         .map(|o| json!({"type": "ADDED", "object": o}))
         .collect();
     let ns = t.ns.clone();
     let kind = t.res.kind.clone();
     let api_version = t.res.api_version();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
-    let stream = futures_util::stream::unfold((initial.into_iter(), rx, rv), move |(mut initial, mut rx, last_rv)| {
-        let key = key.clone();
-        let ns = ns.clone();
-        let q = q.clone();
-        let kind = kind.clone();
-        let api_version = api_version.clone();
-        async move {
-            if let Some(ev) = initial.next() {
-                let line = format!("{}\n", ev);
-                return Some((Ok::<_, std::io::Error>(Bytes::from(line)), (initial, rx, last_rv)));
-            }
-            loop {
-                let next = tokio::time::timeout_at(deadline, tokio::time::timeout(Duration::from_secs(5), rx.recv())).await;
-                match next {
-                    Err(_) => return None,
-                    Ok(Err(_)) => {
-                        if bookmarks {
-                            let bm = json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": last_rv.to_string()}}});
-                            return Some((Ok(Bytes::from(format!("{bm}\n"))), (initial, rx, last_rv)));
-                        }
-                        continue;
-                    }
-                    Ok(Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_)))) => continue,
-                    Ok(Ok(Err(_))) => return None,
-                    Ok(Ok(Ok(ch))) => {
-                        if ch.resource != key {
+    let stream = futures_util::stream::unfold(
+        (initial.into_iter(), rx, rv),
+        move |(mut initial, mut rx, last_rv)| {
+            let key = key.clone();
+            let ns = ns.clone();
+            let q = q.clone();
+            let kind = kind.clone();
+            let api_version = api_version.clone();
+            async move {
+                if let Some(ev) = initial.next() {
+                    let line = format!("{}\n", ev);
+                    return Some((
+                        Ok::<_, std::io::Error>(Bytes::from(line)),
+                        (initial, rx, last_rv),
+                    ));
+                }
+                loop {
+                    let next = tokio::time::timeout_at(
+                        deadline,
+                        tokio::time::timeout(Duration::from_secs(5), rx.recv()),
+                    )
+                    .await;
+                    match next {
+                        Err(_) => return None,
+                        Ok(Err(_)) => {
+                            if bookmarks {
+                                let bm = json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": last_rv.to_string()}}});
+                                return Some((
+                                    Ok(Bytes::from(format!("{bm}\n"))),
+                                    (initial, rx, last_rv),
+                                ));
+                            }
                             continue;
                         }
-                        if let Some(ns) = &ns {
-                            if ch.object["metadata"]["namespace"].as_str() != Some(ns) {
+                        Ok(Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_)))) => {
+                            continue;
+                        }
+                        Ok(Ok(Err(_))) => return None,
+                        Ok(Ok(Ok(ch))) => {
+                            if ch.resource != key {
                                 continue;
                             }
+                            if let Some(ns) = &ns {
+                                if ch.object["metadata"]["namespace"].as_str() != Some(ns) {
+                                    continue;
+                                }
+                            }
+                            if !selected(&ch.object, &q) {
+                                continue;
+                            }
+                            let rv = ch.object["metadata"]["resourceVersion"]
+                                .as_str()
+                                .and_then(|v| v.parse().ok())
+                                .unwrap_or(last_rv);
+                            let line =
+                                format!("{}\n", json!({"type": ch.kind, "object": ch.object}));
+                            return Some((Ok(Bytes::from(line)), (initial, rx, rv)));
                         }
-                        if !selected(&ch.object, &q) {
-                            continue;
-                        }
-                        let rv = ch.object["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).unwrap_or(last_rv);
-                        let line = format!("{}\n", json!({"type": ch.kind, "object": ch.object}));
-                        return Some((Ok(Bytes::from(line)), (initial, rx, rv)));
                     }
                 }
             }
-        }
-    });
-    Response::builder().status(200).header("content-type", "application/json").body(Body::from_stream(stream)).expect("response")
+        },
+    );
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(Body::from_stream(stream))
+        .expect("response")
 }
 
-fn patch(store: &Store, t: &Target, name: &str, headers: &HeaderMap, body: &[u8], dry_run: bool) -> Response {
-    let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+fn patch(
+    store: &Store,
+    t: &Target,
+    name: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    dry_run: bool,
+) -> Response {
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let current = store.get(&t.res, t.ns.as_deref(), name);
     let apply = ct.starts_with("application/apply-patch");
     let mut base = match current {
@@ -418,7 +580,9 @@ fn patch(store: &Store, t: &Target, name: &str, headers: &HeaderMap, body: &[u8]
     };
     let status_only = t.sub.as_deref() == Some("status");
     let result: Result<(), String> = if ct.starts_with("application/json-patch+json") {
-        serde_json::from_slice::<json_patch::Patch>(body).map_err(|e| e.to_string()).and_then(|p| json_patch::patch(&mut base, &p).map_err(|e| e.to_string()))
+        serde_json::from_slice::<json_patch::Patch>(body)
+            .map_err(|e| e.to_string())
+            .and_then(|p| json_patch::patch(&mut base, &p).map_err(|e| e.to_string()))
     } else {
         match parse_body(headers, body) {
             Ok(p) => {
@@ -433,7 +597,11 @@ fn patch(store: &Store, t: &Target, name: &str, headers: &HeaderMap, body: &[u8]
         }
     };
     if let Err(e) = result {
-        return err(ApiError::new(422, "Invalid", format!("the patch could not be applied: {e}")));
+        return err(ApiError::new(
+            422,
+            "Invalid",
+            format!("the patch could not be applied: {e}"),
+        ));
     }
     if let Some(m) = base["metadata"].as_object_mut() {
         m.remove("resourceVersion");
@@ -449,7 +617,11 @@ fn strategic_merge(target: &mut Value, patch: &Value) {
     match (target, patch) {
         (Value::Object(t), Value::Object(p)) => {
             for (k, pv) in p {
-                if k == "$patch" || k.starts_with("$setElementOrder") || k.starts_with("$retainKeys") || k.starts_with("$deleteFromPrimitiveList") {
+                if k == "$patch"
+                    || k.starts_with("$setElementOrder")
+                    || k.starts_with("$retainKeys")
+                    || k.starts_with("$deleteFromPrimitiveList")
+                {
                     continue;
                 }
                 if pv.is_null() {
@@ -464,7 +636,10 @@ fn strategic_merge(target: &mut Value, patch: &Value) {
                 }
             }
         }
-        (Value::Array(t), Value::Array(p)) if p.iter().all(|x| x.get("name").is_some()) && t.iter().all(|x| x.get("name").is_some()) => {
+        (Value::Array(t), Value::Array(p))
+            if p.iter().all(|x| x.get("name").is_some())
+                && t.iter().all(|x| x.get("name").is_some()) =>
+        {
             for pv in p {
                 match t.iter_mut().find(|x| x.get("name") == pv.get("name")) {
                     Some(tv) => strategic_merge(tv, pv),

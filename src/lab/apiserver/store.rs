@@ -25,18 +25,34 @@ pub struct Resource {
 
 impl Resource {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
     /// `deployments.apps`, `namespaces`: the name used in error messages.
     pub fn qualified(&self) -> String {
-        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
     }
     pub fn key(&self) -> String {
         format!("{}/{}", self.group, self.plural)
     }
 }
 
-fn r(group: &str, version: &str, plural: &str, kind: &str, namespaced: bool, status: bool, short: &[&str]) -> Resource {
+fn r(
+    group: &str,
+    version: &str,
+    plural: &str,
+    kind: &str,
+    namespaced: bool,
+    status: bool,
+    short: &[&str],
+) -> Resource {
     Resource {
         group: group.into(),
         version: version.into(),
@@ -58,15 +74,71 @@ pub fn builtin() -> Vec<Resource> {
         r("", "v1", "endpoints", "Endpoints", true, false, &["ep"]),
         r("", "v1", "configmaps", "ConfigMap", true, false, &["cm"]),
         r("", "v1", "secrets", "Secret", true, false, &[]),
-        r("", "v1", "serviceaccounts", "ServiceAccount", true, false, &["sa"]),
+        r(
+            "",
+            "v1",
+            "serviceaccounts",
+            "ServiceAccount",
+            true,
+            false,
+            &["sa"],
+        ),
         r("", "v1", "events", "Event", true, false, &["ev"]),
-        r("apps", "v1", "deployments", "Deployment", true, true, &["deploy"]),
+        r(
+            "apps",
+            "v1",
+            "deployments",
+            "Deployment",
+            true,
+            true,
+            &["deploy"],
+        ),
         r("apps", "v1", "daemonsets", "DaemonSet", true, true, &["ds"]),
-        r("apps", "v1", "statefulsets", "StatefulSet", true, true, &["sts"]),
-        r("apps", "v1", "replicasets", "ReplicaSet", true, true, &["rs"]),
-        r("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", false, true, &["crd", "crds"]),
-        r("coordination.k8s.io", "v1", "leases", "Lease", true, false, &[]),
-        r("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", true, false, &[]),
+        r(
+            "apps",
+            "v1",
+            "statefulsets",
+            "StatefulSet",
+            true,
+            true,
+            &["sts"],
+        ),
+        r(
+            "apps",
+            "v1",
+            "replicasets",
+            "ReplicaSet",
+            true,
+            true,
+            &["rs"],
+        ),
+        r(
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+            false,
+            true,
+            &["crd", "crds"],
+        ),
+        r(
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            "Lease",
+            true,
+            false,
+            &[],
+        ),
+        r(
+            "discovery.k8s.io",
+            "v1",
+            "endpointslices",
+            "EndpointSlice",
+            true,
+            false,
+            &[],
+        ),
     ]
 }
 
@@ -113,10 +185,24 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn not_found(res: &Resource, name: &str) -> Self {
-        ApiError { code: 404, reason: "NotFound", message: format!("{} \"{name}\" not found", res.qualified()), name: name.into(), kind: res.plural.clone(), group: res.group.clone() }
+        ApiError {
+            code: 404,
+            reason: "NotFound",
+            message: format!("{} \"{name}\" not found", res.qualified()),
+            name: name.into(),
+            kind: res.plural.clone(),
+            group: res.group.clone(),
+        }
     }
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), name: String::new(), kind: String::new(), group: String::new() }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            name: String::new(),
+            kind: String::new(),
+            group: String::new(),
+        }
     }
     pub fn status(&self) -> Value {
         let mut details = json!({});
@@ -132,11 +218,17 @@ fn key(ns: Option<&str>, name: &str) -> String {
 }
 
 pub fn now() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 fn uid() -> String {
-    let h = |n: usize| (0..n).map(|_| format!("{:x}", fastrand::u8(..16))).collect::<String>();
+    let h = |n: usize| {
+        (0..n)
+            .map(|_| format!("{:x}", fastrand::u8(..16)))
+            .collect::<String>()
+    };
     format!("{}-{}-{}-{}-{}", h(8), h(4), h(4), h(4), h(12))
 }
 
@@ -155,8 +247,16 @@ fn spec_of(v: &Value) -> Value {
 impl Store {
     pub fn new(persist: Option<PathBuf>) -> Store {
         let (tx, _) = broadcast::channel(4096);
-        let mut inner = Inner { rv: 1, objects: BTreeMap::new(), crds: Vec::new(), dirty: false };
-        let loaded = persist.as_ref().and_then(|p| std::fs::read(p).ok()).and_then(|b| serde_json::from_slice::<Persisted>(&b).ok());
+        let mut inner = Inner {
+            rv: 1,
+            objects: BTreeMap::new(),
+            crds: Vec::new(),
+            dirty: false,
+        };
+        let loaded = persist
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice::<Persisted>(&b).ok());
         match loaded {
             Some(p) => {
                 inner.rv = p.resource_version.max(1);
@@ -166,12 +266,20 @@ impl Store {
                 for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
                     inner.rv += 1;
                     let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "uid": uid(), "resourceVersion": inner.rv.to_string(), "creationTimestamp": now(), "labels": {"kubernetes.io/metadata.name": ns}}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
-                    inner.objects.entry("/namespaces".into()).or_default().insert(key(None, ns), obj);
+                    inner
+                        .objects
+                        .entry("/namespaces".into())
+                        .or_default()
+                        .insert(key(None, ns), obj);
                 }
                 inner.dirty = true;
             }
         }
-        let store = Store { inner: Arc::new(Mutex::new(inner)), changes: tx, persist };
+        let store = Store {
+            inner: Arc::new(Mutex::new(inner)),
+            changes: tx,
+            persist,
+        };
         store.refresh_crds();
         store
     }
@@ -190,7 +298,14 @@ impl Store {
                         let plural = spec["names"]["plural"].as_str().unwrap_or("").to_string();
                         let kind = spec["names"]["kind"].as_str().unwrap_or("").to_string();
                         let namespaced = spec["scope"].as_str() != Some("Cluster");
-                        let short: Vec<String> = spec["names"]["shortNames"].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default();
+                        let short: Vec<String> = spec["names"]["shortNames"]
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|s| s.as_str().map(String::from))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
                         spec["versions"]
                             .as_array()
                             .cloned()
@@ -222,16 +337,24 @@ impl Store {
     }
 
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Resource> {
-        self.resources().into_iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+        self.resources()
+            .into_iter()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
     }
 
     pub fn find_kind(&self, api_version: &str, kind: &str) -> Option<Resource> {
         let (g, v) = api_version.split_once('/').unwrap_or(("", api_version));
-        self.resources().into_iter().find(|r| r.group == g && r.version == v && r.kind == kind)
+        self.resources()
+            .into_iter()
+            .find(|r| r.group == g && r.version == v && r.kind == kind)
     }
 
     fn emit(&self, res: &Resource, kind: &'static str, obj: &Value) {
-        let _ = self.changes.send(Change { resource: res.key(), kind, object: obj.clone() });
+        let _ = self.changes.send(Change {
+            resource: res.key(),
+            kind,
+            object: obj.clone(),
+        });
     }
 
     fn with_type(res: &Resource, mut obj: Value) -> Value {
@@ -244,7 +367,13 @@ impl Store {
 
     pub fn get(&self, res: &Resource, ns: Option<&str>, name: &str) -> Result<Value, ApiError> {
         let inner = self.inner.lock().expect("store");
-        inner.objects.get(&res.key()).and_then(|m| m.get(&key(ns, name))).cloned().map(|o| Self::with_type(res, o)).ok_or_else(|| ApiError::not_found(res, name))
+        inner
+            .objects
+            .get(&res.key())
+            .and_then(|m| m.get(&key(ns, name)))
+            .cloned()
+            .map(|o| Self::with_type(res, o))
+            .ok_or_else(|| ApiError::not_found(res, name))
     }
 
     pub fn list(&self, res: &Resource, ns: Option<&str>) -> (Vec<Value>, u64) {
@@ -252,7 +381,13 @@ impl Store {
         let items = inner
             .objects
             .get(&res.key())
-            .map(|m| m.values().filter(|o| ns.is_none() || o["metadata"]["namespace"].as_str() == ns).cloned().map(|o| Self::with_type(res, o)).collect())
+            .map(|m| {
+                m.values()
+                    .filter(|o| ns.is_none() || o["metadata"]["namespace"].as_str() == ns)
+                    .cloned()
+                    .map(|o| Self::with_type(res, o))
+                    .collect()
+            })
             .unwrap_or_default();
         (items, inner.rv)
     }
@@ -262,22 +397,42 @@ impl Store {
     }
 
     fn namespace_exists(inner: &Inner, ns: &str) -> bool {
-        inner.objects.get("/namespaces").is_some_and(|m| m.contains_key(&key(None, ns)))
+        inner
+            .objects
+            .get("/namespaces")
+            .is_some_and(|m| m.contains_key(&key(None, ns)))
     }
 
-    pub fn create(&self, res: &Resource, ns: Option<&str>, mut obj: Value, dry_run: bool) -> Result<Value, ApiError> {
+    pub fn create(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         let mut inner = self.inner.lock().expect("store");
         if res.namespaced {
-            let Some(ns) = ns else { return Err(ApiError::new(400, "BadRequest", "the namespace of the object must be set")) };
+            let Some(ns) = ns else {
+                return Err(ApiError::new(
+                    400,
+                    "BadRequest",
+                    "the namespace of the object must be set",
+                ));
+            };
             if !Self::namespace_exists(&inner, ns) {
-                let mut e = ApiError::new(404, "NotFound", format!("namespaces \"{ns}\" not found"));
+                let mut e =
+                    ApiError::new(404, "NotFound", format!("namespaces \"{ns}\" not found"));
                 e.name = ns.into();
                 e.kind = "namespaces".into();
                 return Err(e);
             }
         }
         if !obj.is_object() {
-            return Err(ApiError::new(400, "BadRequest", "the body is not an object"));
+            return Err(ApiError::new(
+                400,
+                "BadRequest",
+                "the body is not an object",
+            ));
         }
         if !obj["metadata"].is_object() {
             obj["metadata"] = json!({});
@@ -285,14 +440,34 @@ impl Store {
         let mut name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         if name.is_empty() {
             if let Some(prefix) = obj["metadata"]["generateName"].as_str() {
-                name = format!("{prefix}{}", (0..5).map(|_| fastrand::alphanumeric().to_ascii_lowercase()).collect::<String>());
+                name = format!(
+                    "{prefix}{}",
+                    (0..5)
+                        .map(|_| fastrand::alphanumeric().to_ascii_lowercase())
+                        .collect::<String>()
+                );
             } else {
-                return Err(ApiError::new(422, "Invalid", format!("{} \"\" is invalid: metadata.name: Required value: name or generateName is required", res.kind)));
+                return Err(ApiError::new(
+                    422,
+                    "Invalid",
+                    format!(
+                        "{} \"\" is invalid: metadata.name: Required value: name or generateName is required",
+                        res.kind
+                    ),
+                ));
             }
         }
         let k = key(if res.namespaced { ns } else { None }, &name);
-        if inner.objects.get(&res.key()).is_some_and(|m| m.contains_key(&k)) {
-            let mut e = ApiError::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", res.qualified()));
+        if inner
+            .objects
+            .get(&res.key())
+            .is_some_and(|m| m.contains_key(&k))
+        {
+            let mut e = ApiError::new(
+                409,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", res.qualified()),
+            );
             e.name = name.clone();
             e.kind = res.plural.clone();
             e.group = res.group.clone();
@@ -304,7 +479,10 @@ impl Store {
             let m = obj["metadata"].as_object_mut().expect("metadata object");
             m.insert("name".into(), Value::String(name.clone()));
             if res.namespaced {
-                m.insert("namespace".into(), Value::String(ns.unwrap_or("default").into()));
+                m.insert(
+                    "namespace".into(),
+                    Value::String(ns.unwrap_or("default").into()),
+                );
             } else {
                 m.remove("namespace");
             }
@@ -317,8 +495,14 @@ impl Store {
             obj["status"] = json!({"phase": "Active"});
         }
         if res.plural == "customresourcedefinitions" {
-            let kind = obj["spec"]["names"]["kind"].as_str().unwrap_or("").to_string();
-            let plural = obj["spec"]["names"]["plural"].as_str().unwrap_or("").to_string();
+            let kind = obj["spec"]["names"]["kind"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let plural = obj["spec"]["names"]["plural"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             obj["status"] = json!({
                 "conditions": [
                     {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now()},
@@ -333,7 +517,11 @@ impl Store {
             inner.rv -= 1;
             return Ok(obj);
         }
-        inner.objects.entry(res.key()).or_default().insert(k, obj.clone());
+        inner
+            .objects
+            .entry(res.key())
+            .or_default()
+            .insert(k, obj.clone());
         inner.dirty = true;
         drop(inner);
         if res.plural == "customresourcedefinitions" {
@@ -345,15 +533,36 @@ impl Store {
 
     /// Replace an object. `subresource_status`: only status changes; otherwise status is kept for
     /// resources with a status subresource.
-    pub fn update(&self, res: &Resource, ns: Option<&str>, name: &str, mut obj: Value, subresource_status: bool, dry_run: bool) -> Result<Value, ApiError> {
+    pub fn update(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        mut obj: Value,
+        subresource_status: bool,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         let mut inner = self.inner.lock().expect("store");
         let k = key(if res.namespaced { ns } else { None }, name);
-        let Some(old) = inner.objects.get(&res.key()).and_then(|m| m.get(&k)).cloned() else {
+        let Some(old) = inner
+            .objects
+            .get(&res.key())
+            .and_then(|m| m.get(&k))
+            .cloned()
+        else {
             return Err(ApiError::not_found(res, name));
         };
         if let Some(want) = obj["metadata"]["resourceVersion"].as_str() {
-            if !want.is_empty() && want != old["metadata"]["resourceVersion"].as_str().unwrap_or("") {
-                let mut e = ApiError::new(409, "Conflict", format!("Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again", res.qualified()));
+            if !want.is_empty() && want != old["metadata"]["resourceVersion"].as_str().unwrap_or("")
+            {
+                let mut e = ApiError::new(
+                    409,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                        res.qualified()
+                    ),
+                );
                 e.name = name.into();
                 e.kind = res.plural.clone();
                 e.group = res.group.clone();
@@ -398,7 +607,11 @@ impl Store {
             inner.rv -= 1;
             return Ok(obj);
         }
-        inner.objects.entry(res.key()).or_default().insert(k, obj.clone());
+        inner
+            .objects
+            .entry(res.key())
+            .or_default()
+            .insert(k, obj.clone());
         inner.dirty = true;
         drop(inner);
         if res.plural == "customresourcedefinitions" {
@@ -408,16 +621,30 @@ impl Store {
         Ok(obj)
     }
 
-    pub fn delete(&self, res: &Resource, ns: Option<&str>, name: &str, dry_run: bool) -> Result<Value, ApiError> {
+    pub fn delete(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
         let mut inner = self.inner.lock().expect("store");
         let k = key(if res.namespaced { ns } else { None }, name);
-        if !inner.objects.get(&res.key()).is_some_and(|m| m.contains_key(&k)) {
+        if !inner
+            .objects
+            .get(&res.key())
+            .is_some_and(|m| m.contains_key(&k))
+        {
             return Err(ApiError::not_found(res, name));
         }
         if dry_run {
             return Ok(inner.objects[&res.key()][&k].clone());
         }
-        let mut obj = inner.objects.get_mut(&res.key()).and_then(|m| m.remove(&k)).expect("present");
+        let mut obj = inner
+            .objects
+            .get_mut(&res.key())
+            .and_then(|m| m.remove(&k))
+            .expect("present");
         inner.rv += 1;
         obj["metadata"]["resourceVersion"] = Value::String(inner.rv.to_string());
         // Deleting a namespace deletes what is in it.
@@ -445,7 +672,10 @@ impl Store {
                 return;
             }
             inner.dirty = false;
-            Persisted { resource_version: inner.rv, objects: inner.objects.clone() }
+            Persisted {
+                resource_version: inner.rv,
+                objects: inner.objects.clone(),
+            }
         };
         let _ = crate::lab::core::write_json(path, &snapshot);
     }

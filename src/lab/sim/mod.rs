@@ -1,2 +1,213 @@
-//! Simulated controllers: what the kubelet, the DaemonSet/Deployment controllers, Flux and Cilium's
-//! Cluster Mesh would do, acting on the lab's API servers over HTTP as real controllers do.
+//! Simulated controllers: what the kubelet, the DaemonSet and Deployment controllers, Flux's
+//! controllers and Cilium would do, acting on each lab cluster's store on simulated time.
+//!
+//! Cause and effect follow real clusters: nodes are NotReady until a CNI DaemonSet is available;
+//! pods (other than host-network ones such as Cilium's) never become ready without a CNI; so Flux's
+//! controllers wait for Cilium; Kustomizations and HelmReleases become Ready in `dependsOn` order.
+//! Owns no HTTP and no tool behaviour.
+
+pub mod flux;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::apiserver::Store;
+use super::cluster::{Local, Objects};
+use super::core::{FaultKind, LabDir, Topology};
+
+/// The kubelet's NotReady condition before a CNI exists (facts §7.1).
+pub const NOT_READY_MESSAGE: &str = "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized";
+
+/// kubectl's rollout rules for a Deployment or DaemonSet (facts §7.2/7.3).
+pub fn workload_ready(o: &Value) -> bool {
+    let generation = o["metadata"]["generation"].as_i64().unwrap_or(1);
+    let observed = o["status"]["observedGeneration"].as_i64().unwrap_or(0);
+    if observed < generation {
+        return false;
+    }
+    match o["kind"].as_str() {
+        Some("DaemonSet") => {
+            let desired = o["status"]["desiredNumberScheduled"].as_i64().unwrap_or(0);
+            desired > 0
+                && o["status"]["updatedNumberScheduled"].as_i64().unwrap_or(0) >= desired
+                && o["status"]["numberAvailable"].as_i64().unwrap_or(0) >= desired
+        }
+        _ => {
+            let want = o["spec"]["replicas"].as_i64().unwrap_or(1);
+            let updated = o["status"]["updatedReplicas"].as_i64().unwrap_or(0);
+            updated >= want
+                && o["status"]["replicas"].as_i64().unwrap_or(0) <= updated
+                && o["status"]["availableReplicas"].as_i64().unwrap_or(0) >= updated
+        }
+    }
+}
+
+/// Per-cluster controller state: when each workload generation started rolling out.
+struct Sim {
+    cluster: String,
+    store: Store,
+    topo: Topology,
+    dir: LabDir,
+    started: HashMap<String, (i64, Instant)>,
+    flux: flux::FluxState,
+}
+
+/// Seconds per pod becoming ready, at speed 1.
+const POD_SECONDS: f64 = 0.15;
+
+impl Sim {
+    fn pace(&self) -> Duration {
+        Duration::from_secs_f64(POD_SECONDS / self.topo.speed.max(0.01))
+    }
+
+    fn faults(&self) -> Vec<FaultKind> {
+        let mut all: Vec<FaultKind> = self.topo.faults.iter().map(|f| f.kind.clone()).collect();
+        // Faults can also arrive while the lab runs (tests, rehearsals).
+        if let Ok(Some(extra)) = crate::lab::core::read_json::<Vec<super::core::Fault>>(
+            &self.dir.root().join("extra-faults.json"),
+        ) {
+            all.extend(extra.into_iter().map(|f| f.kind));
+        }
+        all
+    }
+
+    async fn tick(&mut self) -> crate::error::Result<()> {
+        let c = Local(self.store.clone());
+        let faults = self.faults();
+        let nodes = c.list("v1", "Node", None, None).await?;
+        let node_count = nodes.len() as i64;
+        let cni_ready = c
+            .get("apps/v1", "DaemonSet", Some("kube-system"), "cilium")
+            .await?
+            .is_some_and(|ds| workload_ready(&ds));
+
+        // Nodes: Ready once the CNI runs.
+        for mut n in nodes {
+            let name = n["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let stuck = faults.iter().any(|f| matches!(f, FaultKind::NodeNotReady { cluster, node } if *cluster == self.cluster && *node == name));
+            let ready = cni_ready && !stuck;
+            let want = if ready { "True" } else { "False" };
+            let cur = n["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                .and_then(|c| c["status"].as_str())
+                .unwrap_or("")
+                .to_string();
+            if cur != want {
+                let now = super::apiserver::store::now();
+                let cond = if ready {
+                    json!({"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status", "lastHeartbeatTime": now, "lastTransitionTime": now})
+                } else {
+                    json!({"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": NOT_READY_MESSAGE, "lastHeartbeatTime": now, "lastTransitionTime": now})
+                };
+                n["status"]["conditions"] = json!([cond]);
+                let taints = if ready {
+                    json!([])
+                } else {
+                    json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}])
+                };
+                n["spec"]["taints"] = taints.clone();
+                let n2 = c.replace(n.clone()).await?;
+                let mut n3 = n2.clone();
+                n3["status"] = n["status"].clone();
+                c.replace_status(n3).await?;
+            }
+        }
+
+        // Workloads roll out over simulated time.
+        for kind in ["DaemonSet", "Deployment", "StatefulSet"] {
+            for w in c.list("apps/v1", kind, None, None).await? {
+                let ns = w["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                let name = w["metadata"]["name"].as_str().unwrap_or("").to_string();
+                let key = format!("{kind}/{ns}/{name}");
+                let generation = w["metadata"]["generation"].as_i64().unwrap_or(1);
+                let entry = self
+                    .started
+                    .entry(key.clone())
+                    .or_insert((generation, Instant::now()));
+                if entry.0 != generation {
+                    *entry = (generation, Instant::now());
+                }
+                let host_network = w["spec"]["template"]["spec"]["hostNetwork"]
+                    .as_bool()
+                    .unwrap_or(false);
+                let desired = if kind == "DaemonSet" {
+                    node_count
+                } else {
+                    w["spec"]["replicas"].as_i64().unwrap_or(1)
+                };
+                let can_run = node_count > 0 && (host_network || cni_ready);
+                let mut ready = if can_run {
+                    ((entry.1.elapsed().as_secs_f64() / self.pace().as_secs_f64()) as i64)
+                        .min(desired)
+                } else {
+                    0
+                };
+                for f in &faults {
+                    if let FaultKind::RolloutStuck {
+                        cluster,
+                        namespace,
+                        name: n,
+                        ready: k,
+                    } = f
+                    {
+                        if *cluster == self.cluster && *namespace == ns && *n == name {
+                            ready = ready.min(*k as i64);
+                        }
+                    }
+                }
+                let status = if kind == "DaemonSet" {
+                    json!({"observedGeneration": generation, "desiredNumberScheduled": desired, "currentNumberScheduled": desired, "updatedNumberScheduled": desired,
+                           "numberReady": ready, "numberAvailable": ready, "numberUnavailable": desired - ready, "numberMisscheduled": 0})
+                } else {
+                    let avail = if ready >= desired { "True" } else { "False" };
+                    let mut s = json!({"observedGeneration": generation, "replicas": desired, "updatedReplicas": desired, "readyReplicas": ready, "availableReplicas": ready,
+                           "conditions": [{"type": "Available", "status": avail, "reason": if avail == "True" { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" }},
+                                          {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]});
+                    if kind == "StatefulSet" {
+                        s["currentReplicas"] = json!(ready);
+                        s["currentRevision"] = json!(format!("{name}-{generation}"));
+                        s["updateRevision"] = json!(format!("{name}-{generation}"));
+                    }
+                    s
+                };
+                if w["status"] != status {
+                    let mut w2 = w.clone();
+                    w2["status"] = status;
+                    c.replace_status(w2).await?;
+                }
+            }
+        }
+
+        flux::tick(&mut self.flux, &c, &self.dir, &self.topo, &self.cluster).await?;
+        Ok(())
+    }
+}
+
+/// Start the controllers for one cluster; they stop when the returned handle is aborted.
+pub fn start(
+    cluster: &str,
+    store: Store,
+    topo: Topology,
+    dir: LabDir,
+) -> tokio::task::JoinHandle<()> {
+    let mut sim = Sim {
+        cluster: cluster.to_string(),
+        store,
+        topo,
+        dir,
+        started: HashMap::new(),
+        flux: flux::FluxState::default(),
+    };
+    tokio::spawn(async move {
+        loop {
+            let _ = sim.tick().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}

@@ -2,6 +2,15 @@
 //! acts as each when invoked under its name (multi-call), with the real tool's flags, output, exit
 //! codes and traps.
 
+pub mod cilium;
+pub mod common;
+pub mod flux;
+pub mod helm;
+pub mod hubble;
+pub mod kubectl;
+pub mod op;
+pub mod talosctl;
+
 use std::process::ExitCode;
 
 /// The tools the lab stands in for.
@@ -27,7 +36,14 @@ pub fn dispatch_by_argv0() -> Option<ExitCode> {
 
 /// Run one stand-in with its arguments (argv without the tool name); returns the exit code.
 pub fn run_tool(name: &str, args: &[String]) -> i32 {
-    let _ = args;
-    eprintln!("{name}: the lab stand-in is not implemented yet");
-    1
+    match name {
+        "talosctl" => talosctl::main(args),
+        "helm" => helm::main(args),
+        "cilium" => cilium::main(args),
+        "hubble" => hubble::main(args),
+        "flux" => flux::main(args),
+        "op" => op::main(args),
+        "kubectl" => kubectl::main(args),
+        _ => 127,
+    }
 }
