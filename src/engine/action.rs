@@ -144,18 +144,44 @@ pub async fn once(a: &ActionSpec, ctx: &Ctx<'_>, timeout: Duration, label: &str)
     }
 }
 
+/// Append a line to the step's log (what a built-in check saw).
+fn log_line(ctx: &Ctx<'_>, label: &str, said: &Said) {
+    if let Some(p) = &ctx.log {
+        use std::io::Write;
+        if let Some(d) = p.parent() {
+            let _ = std::fs::create_dir_all(d);
+        }
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+        {
+            let _ = writeln!(
+                f,
+                "{} ---- {} {label}: {}: {}",
+                crate::state::now(),
+                ctx.id,
+                if said.passed { "passed" } else { "not yet" },
+                ctx.redactor.redact(&said.detail)
+            );
+        }
+    }
+}
+
 /// Evaluate until it passes or `timeout` passes: kube checks watch, commands re-run every second.
 pub async fn until(a: &ActionSpec, ctx: &Ctx<'_>, timeout: Duration, label: &str) -> Said {
     if checks::is_kube(a) {
         let mode = checks::Mode::Wait(timeout);
         let mut cancel = ctx.cancel.clone();
-        return tokio::select! {
+        let said = tokio::select! {
             r = ctx.clusters.evaluate(a, mode) => match r {
                 Ok(o) => Said { passed: o.passed, detail: o.detail, exit_code: None, output: Vec::new(), interrupted: false },
                 Err(e) => Said { passed: false, detail: format!("{e:#}"), exit_code: None, output: Vec::new(), interrupted: false },
             },
             _ = interrupted(&mut cancel) => Said { passed: false, detail: "interrupted".into(), exit_code: None, output: Vec::new(), interrupted: true },
         };
+        log_line(ctx, label, &said);
+        return said;
     }
     let deadline = Instant::now() + timeout;
     loop {
