@@ -27,13 +27,22 @@ impl Lab {
     /// Start the lab for a plan: write the topology, start one API server per cluster (on last
     /// run's port when free), the simulated controllers, the tool links and the lab vault.
     pub async fn start(plan: &crate::spec::Plan, state_dir: &std::path::Path) -> Result<LabHandle> {
+        Self::start_with(plan, state_dir, &std::env::current_exe()?).await
+    }
+
+    /// Like [`Lab::start`], with the tool links pointing at `exe` (the `bootstrap` binary).
+    pub async fn start_with(
+        plan: &crate::spec::Plan,
+        state_dir: &std::path::Path,
+        exe: &std::path::Path,
+    ) -> Result<LabHandle> {
         let dir = core::LabDir::for_state_dir(state_dir);
         std::fs::create_dir_all(dir.root())?;
         let topo = core::Topology::from_plan(plan)?;
         core::write_json(&dir.topology(), &topo)?;
         sim::flux::install_gitops_tree(&dir)?;
         seed_vault(&dir, plan)?;
-        link_tools(&dir)?;
+        link_tools(&dir, exe)?;
         let old: std::collections::BTreeMap<String, String> =
             core::read_json(&dir.endpoints())?.unwrap_or_default();
         let mut servers = Vec::new();
@@ -95,13 +104,12 @@ impl Lab {
 }
 
 /// Links named after each tool, pointing at this binary (the stand-ins are multi-call).
-fn link_tools(dir: &core::LabDir) -> Result<()> {
-    let exe = std::env::current_exe()?;
+fn link_tools(dir: &core::LabDir, exe: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(dir.bin())?;
     for t in tools::TOOLS {
         let link = dir.bin().join(t);
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&exe, &link)?;
+        std::os::unix::fs::symlink(exe, &link)?;
     }
     Ok(())
 }

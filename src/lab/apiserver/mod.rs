@@ -6,6 +6,7 @@
 //! Owns HTTP and the object store. It never simulates controllers (see `lab::sim`).
 
 pub mod kubeconfig;
+mod protobuf;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -187,6 +188,9 @@ async fn handle(
             }
             return json_response(200, &list);
         }
+        ["openapi", "v3"] => return json_response(200, &openapi_index(&store)),
+        ["openapi", "v3", "api", v] => return json_response(200, &openapi_gv(&store, "", v)),
+        ["openapi", "v3", "apis", g, v] => return json_response(200, &openapi_gv(&store, g, v)),
         ["openapi", ..] | ["swagger.json"] => {
             return err(ApiError::new(
                 404,
@@ -289,6 +293,21 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
+    // Typed clients send protobuf; the lab reads its envelope and metadata (see `protobuf`).
+    if ct.contains("protobuf") {
+        if let Some(v) = protobuf::decode(body) {
+            return Ok(v);
+        }
+    }
+    if ct.contains("protobuf") || ct.contains("cbor") {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/apply-patch+yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {ct})"
+            ),
+        ));
+    }
     let parsed: Result<Value, String> = if ct.contains("yaml") {
         serde_saphyr::from_slice::<Value>(body).map_err(|e| e.to_string())
     } else {
@@ -298,9 +317,53 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
         ApiError::new(
             400,
             "BadRequest",
-            format!("the body of the request could not be decoded: {e}"),
+            format!("the body of the request could not be decoded ({ct}): {e}"),
         )
     })
+}
+
+/// The OpenAPI v3 index: one document per group-version.
+fn openapi_index(store: &Store) -> Value {
+    let mut paths = serde_json::Map::new();
+    for r in store.resources() {
+        let key = if r.group.is_empty() {
+            format!("api/{}", r.version)
+        } else {
+            format!("apis/{}/{}", r.group, r.version)
+        };
+        paths.insert(
+            key.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash=lab")}),
+        );
+    }
+    json!({"paths": paths})
+}
+
+/// A group-version's OpenAPI v3 document: the PATCH operation of every kind, declaring the
+/// `fieldValidation` parameter, which tells kubectl to let the server validate (server-side field
+/// validation) instead of downloading schemas. Schemas themselves are left open.
+fn openapi_gv(store: &Store, group: &str, version: &str) -> Value {
+    let mut paths = serde_json::Map::new();
+    for r in store
+        .resources()
+        .into_iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        let base = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        let path = if r.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+        } else {
+            format!("{base}/{}/{{name}}", r.plural)
+        };
+        let gvk = json!({"group": group, "version": version, "kind": r.kind});
+        let params = json!([{"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}}, {"name": "fieldManager", "in": "query", "schema": {"type": "string"}}, {"name": "dryRun", "in": "query", "schema": {"type": "string"}}]);
+        paths.insert(path, json!({"patch": {"operationId": format!("patch{}", r.kind), "x-kubernetes-group-version-kind": gvk, "parameters": params, "responses": {"200": {"description": "OK"}}}}));
+    }
+    json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.34.2"}, "paths": paths, "components": {"schemas": {}}})
 }
 
 fn resource_list(store: &Store, group: &str, version: &str) -> Value {
