@@ -204,12 +204,12 @@ pub fn condition_rule(obj: &Value, kind: &str, cond_type: &str, want: &str) -> O
         obj["metadata"]["name"].as_str().unwrap_or("")
     );
     let generation = obj["metadata"]["generation"].as_i64();
-    if let (Some(g), Some(o)) = (generation, obj["status"]["observedGeneration"].as_i64()) {
-        if o < g {
-            return wait(format!(
-                "{who}: observedGeneration {o} is behind generation {g}"
-            ));
-        }
+    if let (Some(g), Some(o)) = (generation, obj["status"]["observedGeneration"].as_i64())
+        && o < g
+    {
+        return wait(format!(
+            "{who}: observedGeneration {o} is behind generation {g}"
+        ));
     }
     let cond = obj["status"]["conditions"]
         .as_array()

@@ -366,41 +366,43 @@ pub async fn execute(
                     &mut report,
                 );
             }
-            if let Work::Step(u) = w {
-                if u.confirm && !opts.yes && !lab_plan {
-                    let ok = if interactive() {
-                        let prompt = format!(
-                            "Run {}? {}\n  {}",
-                            u.id,
-                            u.description,
-                            crate::dryrun::describe_action(&u.run)
-                        );
-                        reporter.finish();
-                        tokio::task::spawn_blocking(move || {
-                            dialoguer::Confirm::new()
-                                .with_prompt(prompt)
-                                .default(false)
-                                .interact()
-                                .unwrap_or(false)
-                        })
-                        .await
-                        .unwrap_or(false)
-                    } else {
-                        false
-                    };
-                    if !ok {
-                        emit(
-                            Event::ConfirmationRequired {
-                                id: u.id.clone(),
-                                description: u.description.clone(),
-                            },
-                            &mut reporter,
-                            &mut report,
-                        );
-                        needs_confirmation = Some(u.id.clone());
-                        stop_new = true;
-                        break;
-                    }
+            if let Work::Step(u) = w
+                && u.confirm
+                && !opts.yes
+                && !lab_plan
+            {
+                let ok = if interactive() {
+                    let prompt = format!(
+                        "Run {}? {}\n  {}",
+                        u.id,
+                        u.description,
+                        crate::dryrun::describe_action(&u.run)
+                    );
+                    reporter.finish();
+                    tokio::task::spawn_blocking(move || {
+                        dialoguer::Confirm::new()
+                            .with_prompt(prompt)
+                            .default(false)
+                            .interact()
+                            .unwrap_or(false)
+                    })
+                    .await
+                    .unwrap_or(false)
+                } else {
+                    false
+                };
+                if !ok {
+                    emit(
+                        Event::ConfirmationRequired {
+                            id: u.id.clone(),
+                            description: u.description.clone(),
+                        },
+                        &mut reporter,
+                        &mut report,
+                    );
+                    needs_confirmation = Some(u.id.clone());
+                    stop_new = true;
+                    break;
                 }
             }
             running += 1;

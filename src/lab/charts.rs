@@ -256,7 +256,9 @@ fn rfc3339() -> String {
     jiff::Timestamp::now().to_string()
 }
 
-/// Store a revision and mark the previous deployed one superseded.
+/// Store a revision and mark the previous deployed one superseded. The arguments are a release's
+/// own fields, as Helm records them.
+#[allow(clippy::too_many_arguments)]
 pub async fn store_release(
     c: &impl Objects,
     ns: &str,

@@ -194,11 +194,11 @@ impl State {
                 at,
                 outcome,
             } => {
-                if let Some(r) = &mut self.last_run {
-                    if &r.run_id == run_id {
-                        r.outcome = outcome.clone();
-                        r.finished = Some(at.clone());
-                    }
+                if let Some(r) = &mut self.last_run
+                    && &r.run_id == run_id
+                {
+                    r.outcome = outcome.clone();
+                    r.finished = Some(at.clone());
                 }
             }
             Record::Reset { ids, all, .. } => {

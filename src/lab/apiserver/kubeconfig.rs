@@ -47,10 +47,10 @@ pub fn write_kubeconfig(
     }
     if let Some(c) = current {
         cfg["current-context"] = json!(c);
-    } else if cfg["current-context"].as_str().is_none_or(|s| s.is_empty()) {
-        if let Some((c, _, _)) = entries.first() {
-            cfg["current-context"] = json!(c);
-        }
+    } else if cfg["current-context"].as_str().is_none_or(|s| s.is_empty())
+        && let Some((c, _, _)) = entries.first()
+    {
+        cfg["current-context"] = json!(c);
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;

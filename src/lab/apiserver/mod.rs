@@ -120,9 +120,9 @@ fn query_map(uri: &Uri) -> std::collections::HashMap<String, String> {
     uri.query()
         .map(|q| {
             q.split('&')
-                .filter_map(|kv| {
+                .map(|kv| {
                     let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    Some((k.to_string(), percent_decode(v)))
+                    (k.to_string(), percent_decode(v))
                 })
                 .collect()
         })
@@ -135,9 +135,10 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 => {
-                if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    out.push(b);
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    out.push((h * 16 + l) as u8);
                     i += 3;
                     continue;
                 }
@@ -294,10 +295,10 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     // Typed clients send protobuf; the lab reads its envelope and metadata (see `protobuf`).
-    if ct.contains("protobuf") {
-        if let Some(v) = protobuf::decode(body) {
-            return Ok(v);
-        }
+    if ct.contains("protobuf")
+        && let Some(v) = protobuf::decode(body)
+    {
+        return Ok(v);
     }
     if ct.contains("protobuf") || ct.contains("cbor") {
         return Err(ApiError::new(
@@ -583,10 +584,10 @@ async fn watch(store: Store, t: Target, q: std::collections::HashMap<String, Str
                             if ch.resource != key {
                                 continue;
                             }
-                            if let Some(ns) = &ns {
-                                if ch.object["metadata"]["namespace"].as_str() != Some(ns) {
-                                    continue;
-                                }
+                            if let Some(ns) = &ns
+                                && ch.object["metadata"]["namespace"].as_str() != Some(ns)
+                            {
+                                continue;
                             }
                             if !selected(&ch.object, &q) {
                                 continue;

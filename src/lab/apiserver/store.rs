@@ -552,31 +552,31 @@ impl Store {
         else {
             return Err(ApiError::not_found(res, name));
         };
-        if let Some(want) = obj["metadata"]["resourceVersion"].as_str() {
-            if !want.is_empty() && want != old["metadata"]["resourceVersion"].as_str().unwrap_or("")
-            {
-                let mut e = ApiError::new(
-                    409,
-                    "Conflict",
-                    format!(
-                        "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                        res.qualified()
-                    ),
-                );
-                e.name = name.into();
-                e.kind = res.plural.clone();
-                e.group = res.group.clone();
-                return Err(e);
-            }
+        if let Some(want) = obj["metadata"]["resourceVersion"].as_str()
+            && !want.is_empty()
+            && want != old["metadata"]["resourceVersion"].as_str().unwrap_or("")
+        {
+            let mut e = ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                    res.qualified()
+                ),
+            );
+            e.name = name.into();
+            e.kind = res.plural.clone();
+            e.group = res.group.clone();
+            return Err(e);
         }
         if subresource_status {
             let status = obj.get("status").cloned().unwrap_or(Value::Null);
             obj = old.clone();
             obj["status"] = status;
-        } else if res.status {
-            if let Some(s) = old.get("status") {
-                obj["status"] = s.clone();
-            }
+        } else if res.status
+            && let Some(s) = old.get("status")
+        {
+            obj["status"] = s.clone();
         }
         // Server-owned metadata.
         let mut generation = old["metadata"]["generation"].as_i64().unwrap_or(1);

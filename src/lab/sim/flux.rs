@@ -104,10 +104,10 @@ pub fn documents(dir: &LabDir, path: &str) -> Vec<Value> {
             {
                 continue;
             }
-            if let Ok(v) = serde_saphyr::from_str::<Value>(part) {
-                if v.is_object() {
-                    docs.push(v);
-                }
+            if let Ok(v) = serde_saphyr::from_str::<Value>(part)
+                && v.is_object()
+            {
+                docs.push(v);
             }
         }
     }
@@ -313,11 +313,11 @@ pub async fn tick(
             let pending = topo.faults.iter().any(|f| matches!(&f.kind, FaultKind::HelmPendingUpgrade { namespace, release: r, .. } if *namespace == target_ns && *r == release));
             if state.applied.get(&key).map(|(g, _)| *g) != Some(generation) {
                 let latest = charts::latest(c, &target_ns, &release).await?;
-                if let Some(l) = &latest {
-                    if l.status.starts_with("pending-") || pending {
-                        set_ready(c, hr, "False", "UpgradeFailed", "Helm upgrade failed: another operation (install/upgrade/rollback) is in progress", json!({})).await?;
-                        continue;
-                    }
+                if let Some(l) = &latest
+                    && (l.status.starts_with("pending-") || pending)
+                {
+                    set_ready(c, hr, "False", "UpgradeFailed", "Helm upgrade failed: another operation (install/upgrade/rollback) is in progress", json!({})).await?;
+                    continue;
                 }
                 let (verb, desc) = if latest.is_some() {
                     ("upgrade", "Upgrade complete")

@@ -155,10 +155,11 @@ impl Sim {
                         name: n,
                         ready: k,
                     } = f
+                        && *cluster == self.cluster
+                        && *namespace == ns
+                        && *n == name
                     {
-                        if *cluster == self.cluster && *namespace == ns && *n == name {
-                            ready = ready.min(*k as i64);
-                        }
+                        ready = ready.min(*k as i64);
                     }
                 }
                 let status = if kind == "DaemonSet" {

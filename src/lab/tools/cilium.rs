@@ -215,7 +215,7 @@ async fn gather(c: &Remote, ns: &str) -> Gathered {
         }
     };
     if ds.is_none() {
-        collection.push(format!("daemonsets.apps \"cilium\" not found"));
+        collection.push("daemonsets.apps \"cilium\" not found".to_string());
     }
     let s_cilium = comp("cilium", "DaemonSet", &ds, &mut errors);
     let op = c

@@ -93,10 +93,10 @@ pub fn main(args: &[String]) -> i32 {
 }
 
 fn token() -> Result<String, String> {
-    if let Ok(t) = std::env::var("GITHUB_TOKEN") {
-        if !t.is_empty() {
-            return Ok(t);
-        }
+    if let Ok(t) = std::env::var("GITHUB_TOKEN")
+        && !t.is_empty()
+    {
+        return Ok(t);
     }
     // Without GITHUB_TOKEN the real CLI asks on stdin (bootstrap_github.go); a closed stdin ends it.
     print!("Please enter your GitHub personal access token (PAT): ");
@@ -486,15 +486,15 @@ async fn reconcile(c: &Remote, kind: &str, name: &str, ns: &str, with_source: bo
     eprintln!("◎ waiting for {label} reconciliation");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     loop {
-        if let Some(o) = c.get(api, k, Some(ns), name).await.ok().flatten() {
-            if ready(&o) {
-                let rev = o["status"]["lastAppliedRevision"]
-                    .as_str()
-                    .or_else(|| o["status"]["artifact"]["revision"].as_str())
-                    .unwrap_or("");
-                ok(&format!("applied revision {rev}"));
-                return 0;
-            }
+        if let Some(o) = c.get(api, k, Some(ns), name).await.ok().flatten()
+            && ready(&o)
+        {
+            let rev = o["status"]["lastAppliedRevision"]
+                .as_str()
+                .or_else(|| o["status"]["artifact"]["revision"].as_str())
+                .unwrap_or("");
+            ok(&format!("applied revision {rev}"));
+            return 0;
         }
         if std::time::Instant::now() >= deadline {
             return fail("context deadline exceeded");

@@ -219,12 +219,13 @@ async fn annotate(c: &Remote, what: &str, rest: &[&str], ns: &str, overwrite: bo
         };
         let cur = o["metadata"]["annotations"][k].as_str().map(String::from);
         // Same value: no error; a different value needs --overwrite (annotate.go).
-        if let Some(cur) = cur {
-            if cur != v && !overwrite {
-                return fail(&format!(
-                    "error: --overwrite is false but found the following declared annotation(s): '{k}' already has a value ({cur})"
-                ));
-            }
+        if let Some(cur) = cur
+            && cur != v
+            && !overwrite
+        {
+            return fail(&format!(
+                "error: --overwrite is false but found the following declared annotation(s): '{k}' already has a value ({cur})"
+            ));
         }
         if !o["metadata"]["annotations"].is_object() {
             o["metadata"]["annotations"] = json!({});

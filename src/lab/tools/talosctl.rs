@@ -182,12 +182,12 @@ fn gen_config(args: &[String], rest: &[&str]) -> i32 {
             "--config-patch-worker",
         ],
     ) {
-        if let Some(f) = p.strip_prefix('@') {
-            if !Path::new(f).exists() {
-                return fail(&format!(
-                    "failed to load config patches: open {f}: no such file or directory"
-                ));
-            }
+        if let Some(f) = p.strip_prefix('@')
+            && !Path::new(f).exists()
+        {
+            return fail(&format!(
+                "failed to load config patches: open {f}: no such file or directory"
+            ));
         }
     }
     let id = match common::flag(args, &["--with-secrets"]) {
@@ -228,13 +228,13 @@ fn gen_config(args: &[String], rest: &[&str]) -> i32 {
     eprintln!("generating PKI and tokens");
     for t in &types {
         let f = file_for(t);
-        if let Some(d) = f.parent() {
-            if !d.exists() {
-                if types.len() > 1 {
-                    let _ = std::fs::create_dir_all(d);
-                } else {
-                    return fail(&format!("open {}: no such file or directory", f.display()));
-                }
+        if let Some(d) = f.parent()
+            && !d.exists()
+        {
+            if types.len() > 1 {
+                let _ = std::fs::create_dir_all(d);
+            } else {
+                return fail(&format!("open {}: no such file or directory", f.display()));
             }
         }
         let text = if t == "talosconfig" {
@@ -430,7 +430,7 @@ fn apply_config(args: &[String], dir: &LabDir, topo: &Topology) -> i32 {
     });
     // A node joining a running cluster registers with its API server.
     if matches!(bootstrapped, Ok(true)) {
-        let _ = register_nodes(dir, topo, &cluster.name, &[node.name.clone()]);
+        let _ = register_nodes(dir, topo, &cluster.name, std::slice::from_ref(&node.name));
     }
     if !insecure {
         eprintln!("Applied configuration without a reboot");
@@ -577,23 +577,21 @@ fn kubeconfig(args: &[String], rest: &[&str], dir: &LabDir, topo: &Topology) -> 
     let mut context = format!("admin@{}", n.cluster);
     // Each call mints a new admin certificate, so an existing entry always differs: without
     // --force (and no terminal to ask on) talosctl renames (facts §1.6).
-    if !force {
-        if let Some(cfg) = crate::lab::apiserver::kubeconfig::read_kubeconfig(&path) {
-            let exists = |name: &str| {
-                cfg["contexts"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|x| x["name"].as_str() == Some(name)))
-            };
-            if exists(&context) {
-                let mut i = 1;
-                while exists(&format!("{context}-{i}")) {
-                    i += 1;
-                }
-                let new = format!("{context}-{i}");
-                println!("renamed auth info \"{context}\" -> \"{new}\"");
-                println!("renamed context \"{context}\" -> \"{new}\"");
-                context = new;
+    if !force && let Some(cfg) = crate::lab::apiserver::kubeconfig::read_kubeconfig(&path) {
+        let exists = |name: &str| {
+            cfg["contexts"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x["name"].as_str() == Some(name)))
+        };
+        if exists(&context) {
+            let mut i = 1;
+            while exists(&format!("{context}-{i}")) {
+                i += 1;
             }
+            let new = format!("{context}-{i}");
+            println!("renamed auth info \"{context}\" -> \"{new}\"");
+            println!("renamed context \"{context}\" -> \"{new}\"");
+            context = new;
         }
     }
     match crate::lab::apiserver::kubeconfig::write_kubeconfig(
