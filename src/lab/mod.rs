@@ -68,6 +68,13 @@ impl Lab {
             ));
             servers.push((c.name.clone(), server));
         }
+        sims.push(sim::mesh::start(
+            servers
+                .iter()
+                .map(|(n, s)| (n.clone(), s.store.clone()))
+                .collect(),
+            topo.clone(),
+        ));
         core::write_json(&dir.endpoints(), &endpoints)?;
         // Kubeconfigs written in an earlier run point at the old ports: keep them valid.
         if endpoints != old {

@@ -7,6 +7,7 @@
 //! Owns no HTTP and no tool behaviour.
 
 pub mod flux;
+pub mod mesh;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

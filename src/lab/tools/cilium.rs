@@ -70,7 +70,8 @@ pub fn main(args: &[String]) -> i32 {
                 }
                 set_values(&c, &ns, &[("clustermesh.useAPIServer", "true"), ("clustermesh.config.enabled", "true"), ("clustermesh.apiserver.service.type", &st)]).await.map_or_else(|e| fatal(&format!("Unable to enable ClusterMesh: {e}")), |_| 0)
             }
-            ["clustermesh", "status"] => clustermesh_status(&c, &ns).await,
+            ["clustermesh", "status"] => crate::lab::sim::mesh::status_cli(&c, &ns, args).await,
+            ["clustermesh", "connect"] => crate::lab::sim::mesh::connect_cli(&c, &ns, ctx.as_deref(), args).await,
             _ => {
                 eprintln!("Error: unknown command {:?} for \"cilium\"", pos.first().map(String::as_str).unwrap_or(""));
                 1
@@ -379,32 +380,4 @@ async fn connectivity(c: &Remote, ns: &str) -> i32 {
         eprintln!("[cilium-test-1] 1 tests failed");
         1
     }
-}
-
-async fn clustermesh_status(c: &Remote, ns: &str) -> i32 {
-    let Some(svc) = c
-        .get("v1", "Service", Some(ns), "clustermesh-apiserver")
-        .await
-        .ok()
-        .flatten()
-    else {
-        return fatal(
-            "Unable to determine status:  unable to get clustermesh service \"clustermesh-apiserver\": services \"clustermesh-apiserver\" not found",
-        );
-    };
-    println!(
-        "✅ Service \"clustermesh-apiserver\" of type \"{}\" found",
-        svc["spec"]["type"].as_str().unwrap_or("NodePort")
-    );
-    let ready = c
-        .get("apps/v1", "Deployment", Some(ns), "clustermesh-apiserver")
-        .await
-        .ok()
-        .flatten()
-        .is_some_and(|d| crate::lab::sim::workload_ready(&d));
-    if ready {
-        println!("✅ Deployment clustermesh-apiserver is ready");
-    }
-    println!("🔌 No cluster connected");
-    0
 }

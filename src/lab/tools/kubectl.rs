@@ -53,6 +53,12 @@ fn resolve(what: &str) -> Option<(&'static str, &'static str, &'static str, bool
             "helmreleases",
             true,
         ),
+        "endpointslice" | "endpointslices" => (
+            "discovery.k8s.io/v1",
+            "EndpointSlice",
+            "endpointslices",
+            true,
+        ),
         "gitrepository" | "gitrepositories" => (
             "source.toolkit.fluxcd.io/v1",
             "GitRepository",
