@@ -97,3 +97,215 @@ fn waiting_for_ready_before_the_cni_fails_and_names_the_notready_nodes() {
     assert!(all.contains("cni plugin not initialized"), "{all}");
     assert!(all.contains("infra-01") || all.contains("apps-01"), "{all}");
 }
+
+fn run_env(
+    args: &[&str],
+    state: &std::path::Path,
+    phases: Option<&std::path::Path>,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .env("BOOTSTRAP_STATE_DIR", state)
+        .env_remove("BOOTSTRAP_PLAN")
+        .env("NO_COLOR", "1")
+        .env("CI", "true")
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if let Some(p) = phases {
+        cmd.arg("--phases").arg(p);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run bootstrap")
+}
+
+/// The foundation phase with some step timeouts shortened, for fault rehearsals.
+fn short_phases(dir: &std::path::Path, edits: &[(&str, &str)]) -> std::path::PathBuf {
+    let phases = dir.join("phases");
+    std::fs::create_dir_all(&phases).unwrap();
+    let mut text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/phases/01-foundation.yaml"
+    ))
+    .unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "edit {from:?} applies");
+        text = text.replace(from, to);
+    }
+    std::fs::write(phases.join("01-foundation.yaml"), text).unwrap();
+    phases
+}
+
+#[test]
+fn probe_reports_satisfied_will_run_and_depends_on_earlier_steps() {
+    let st = tempfile::tempdir().unwrap();
+    let out = run(
+        &[
+            "plan",
+            "--phase",
+            "foundation",
+            "--probe",
+            "--format",
+            "json",
+        ],
+        st.path(),
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let probe = |id: &str| {
+        v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()["probe"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        probe("talos-dirs/infra").starts_with("will run"),
+        "{}",
+        probe("talos-dirs/infra")
+    );
+    assert_eq!(probe("talos-bootstrap/infra"), "depends on earlier steps");
+    // Nothing ran: no Talos secrets exist.
+    assert!(!st.path().join("talos/infra/secrets.yaml").exists());
+    assert_eq!(
+        run(&["run", "--phase", "foundation"], st.path(), None)
+            .status
+            .code(),
+        Some(0)
+    );
+    // Pretend the state was lost: every check now says the work is already done.
+    assert_eq!(
+        run(&["reset", "--all"], st.path(), None).status.code(),
+        Some(0)
+    );
+    let out = run(
+        &[
+            "plan",
+            "--phase",
+            "foundation",
+            "--probe",
+            "--format",
+            "json",
+        ],
+        st.path(),
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let probe = |id: &str| {
+        v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()["probe"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(probe("talos-gen-secrets/infra"), "satisfied");
+    assert_eq!(probe("talos-bootstrap/apps"), "satisfied");
+    assert_eq!(
+        probe("nodes-ready/infra"),
+        "satisfied",
+        "a wait step is probed by its condition"
+    );
+    assert_eq!(
+        probe("flux-bootstrap/infra"),
+        "depends on earlier steps",
+        "flux-check has no check: it always runs"
+    );
+    // And a run after the reset re-uses the live state: bootstrap is skipped by its check, not re-run.
+    let out = run(&["run", "--phase", "foundation"], st.path(), None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("skip   talos-bootstrap/infra: check passed"),
+        "{}",
+        text(&out.stderr)
+    );
+    // lab status shows what the lab holds; lab reset starts it fresh.
+    let status = run(&["lab", "status"], st.path(), None);
+    let s = text(&status.stdout);
+    assert!(
+        s.contains("cluster infra (id 1, context admin@infra), bootstrapped")
+            && s.contains("kubernetes: Ready")
+            && s.contains("kube-system/cilium"),
+        "{s}"
+    );
+    assert_eq!(
+        run(&["lab", "reset"], st.path(), None).status.code(),
+        Some(0)
+    );
+    assert!(!st.path().join("lab").exists());
+}
+
+#[test]
+fn a_node_that_stays_notready_fails_the_step_and_names_the_node() {
+    let st = tempfile::tempdir().unwrap();
+    let phases = short_phases(
+        st.path(),
+        &[(
+            "    run:\n      nodes: { ready: true }\n    timeout: 10m",
+            "    run:\n      nodes: { ready: true }\n    timeout: 3s",
+        )],
+    );
+    let out = run_env(
+        &["run", "--phase", "foundation", "--keep-going"],
+        &st.path().join("state"),
+        Some(&phases),
+        &[(
+            "BOOTSTRAP_LAB_FAULTS",
+            r#"[{"id": "n", "kind": "node-not-ready", "cluster": "infra", "node": "infra-02"}]"#,
+        )],
+    );
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("failed: nodes-ready/infra")
+            && all.contains("2/3 nodes Ready; infra-02 NotReady: KubeletNotReady"),
+        "{all}"
+    );
+    // --keep-going: the other cluster's branch finished.
+    assert!(all.contains("done   flux-bootstrap/apps"), "{all}");
+}
+
+#[test]
+fn a_hanging_tool_is_killed_at_the_step_timeout() {
+    let st = tempfile::tempdir().unwrap();
+    let phases = short_phases(
+        st.path(),
+        &[(
+            "      cmd: [flux, check, --pre, --context, \"{{ cluster.context }}\"]\n    timeout: 2m",
+            "      cmd: [flux, check, --pre, --context, \"{{ cluster.context }}\"]\n    timeout: 2s",
+        )],
+    );
+    let out = run_env(
+        &["run", "--phase", "foundation"],
+        &st.path().join("state"),
+        Some(&phases),
+        &[(
+            "BOOTSTRAP_LAB_FAULTS",
+            r#"[{"id": "h", "kind": "hang", "matches": "flux check --pre --context admin@apps"}]"#,
+        )],
+    );
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("fail   flux-check/apps: attempt 1 failed (timed out"),
+        "{all}"
+    );
+    let leftover = Command::new("pgrep")
+        .args(["-f", "flux check --pre --context admin@apps"])
+        .output()
+        .unwrap();
+    assert!(
+        leftover.stdout.is_empty(),
+        "the hung tool survived: {}",
+        text(&leftover.stdout)
+    );
+}

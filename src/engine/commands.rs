@@ -343,17 +343,26 @@ pub fn probe(ws: &Workspace, view: &mut DryRun) -> Result<()> {
             .iter()
             .map(|s| (s.id.clone(), s.status))
             .collect();
+        // Steps whose work a run would do (their check fails, or they have none).
         let mut will_run: HashSet<String> = HashSet::new();
+        let mut satisfied: HashSet<String> = HashSet::new();
         for s in view.steps.iter_mut() {
             if s.kind == "gate" {
                 continue;
             }
             let upstream_pending = s.needs.iter().any(|n| {
-                will_run.contains(n) || status.get(n).is_some_and(|st| *st != StepStatus::Done)
+                will_run.contains(n)
+                    || (!satisfied.contains(n)
+                        && status.get(n).is_some_and(|st| *st != StepStatus::Done))
             });
             let verdict = if upstream_pending {
                 "depends on earlier steps".to_string()
-            } else if let Some(check) = &s.check {
+            } else if let Some(check) = s
+                .check
+                .as_ref()
+                .or(s.run.as_ref().filter(|r| crate::checks::is_kube(r)))
+            {
+                // A step whose action is itself a Kubernetes condition (a wait) is probed by it.
                 let ctx = action::Ctx {
                     env: &env,
                     stdin: false,
@@ -374,7 +383,9 @@ pub fn probe(ws: &Workspace, view: &mut DryRun) -> Result<()> {
             } else {
                 "will run (no check)".to_string()
             };
-            if !verdict.starts_with("satisfied") {
+            if verdict.starts_with("satisfied") {
+                satisfied.insert(s.id.clone());
+            } else {
                 will_run.insert(s.id.clone());
             }
             s.probe = Some(verdict);

@@ -127,10 +127,18 @@ impl Sim {
                 let name = w["metadata"]["name"].as_str().unwrap_or("").to_string();
                 let key = format!("{kind}/{ns}/{name}");
                 let generation = w["metadata"]["generation"].as_i64().unwrap_or(1);
-                let entry = self
-                    .started
-                    .entry(key.clone())
-                    .or_insert((generation, Instant::now()));
+                // A workload already rolled out for its generation (in an earlier run) stays so.
+                let settled = workload_ready(&w);
+                let entry = self.started.entry(key.clone()).or_insert_with(|| {
+                    let since = if settled {
+                        Instant::now()
+                            .checked_sub(Duration::from_secs(3600))
+                            .unwrap_or_else(Instant::now)
+                    } else {
+                        Instant::now()
+                    };
+                    (generation, since)
+                });
                 if entry.0 != generation {
                     *entry = (generation, Instant::now());
                 }
