@@ -81,7 +81,12 @@ impl Ws {
     fn status(&self) -> Value {
         let out = self.run(&["status", "--format", "json"]);
         assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-        serde_json::from_slice(&out.stdout).unwrap()
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            v["schema"], 1,
+            "status JSON without its schema version: {v}"
+        );
+        v
     }
     fn wait_for(&self, f: &str) {
         let t = Instant::now();
