@@ -403,3 +403,40 @@ steps:
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_torn_journal_line_loses_nothing_recorded_before_or_after_it() {
+    let ws = Ws::new(
+        r#"
+id: p
+title: P
+steps:
+  - id: one
+    run: { shell: "echo x >> {W}/marks/one" }
+  - id: two
+    run: { shell: "echo x >> {W}/marks/two" }
+"#,
+    );
+    let out = ws.run(&["run", "--step", "one"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    // A kill -9 in the middle of a write leaves half a record with no newline.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(ws.root.join("state/journal.jsonl"))
+            .unwrap();
+        f.write_all(br#"{"record":"step-finished","run_id":"x","id":"tw"#)
+            .unwrap();
+    }
+    let st = ws.status();
+    assert_eq!(step(&st, "one")["status"], "done", "{st}");
+    let out = ws.run(&["run", "--step", "two"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let st = ws.status();
+    assert_eq!(step(&st, "one")["status"], "done", "{st}");
+    assert_eq!(step(&st, "two")["status"], "done", "{st}");
+    // The record written right after the torn line (this run's start) survived.
+    assert_eq!(st["last_run"]["steps"], serde_json::json!(["two"]), "{st}");
+    assert_eq!(st["last_run"]["outcome"], "succeeded", "{st}");
+}
