@@ -440,3 +440,50 @@ steps:
     assert_eq!(st["last_run"]["steps"], serde_json::json!(["two"]), "{st}");
     assert_eq!(st["last_run"]["outcome"], "succeeded", "{st}");
 }
+
+#[test]
+fn the_summary_and_report_show_the_last_20_lines_the_log_and_why_steps_were_skipped() {
+    let ws = Ws::new(
+        r#"
+id: p
+title: P
+steps:
+  - id: noisy
+    run: { shell: "for i in $(seq 1 30); do echo L$i.; done; exit 4" }
+  - id: after
+    needs: [noisy]
+    run: { cmd: ["true"] }
+  - id: present
+    check: { cmd: ["true"] }
+    run: { cmd: ["false"] }
+"#,
+    );
+    let out = ws.run(&["run", "--keep-going"]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    let e = text(&out.stderr);
+    assert!(e.contains("noisy"), "{e}");
+    assert!(
+        e.contains("L30.") && e.contains("L11."),
+        "tail missing: {e}"
+    );
+    assert!(!e.contains("L10."), "more than the last 20 lines: {e}");
+    let log = step(&ws.status(), "noisy")["log"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(e.contains(&log), "the log path is not named: {e}");
+    assert!(e.contains("bootstrap resume"), "{e}");
+    let report = ws.read("state/last-run.md");
+    assert!(report.contains("L30."), "{report}");
+    assert!(
+        report.contains("noisy") && report.contains("after"),
+        "{report}"
+    );
+    assert!(report.contains("present"), "{report}");
+    // The skipped steps say why.
+    assert!(
+        report.contains("check passed") || report.contains("satisfied"),
+        "{report}"
+    );
+    assert!(report.contains("needs a step that failed"), "{report}");
+}
