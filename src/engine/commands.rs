@@ -119,6 +119,9 @@ pub fn resume_command(g: &Global, a: &ResumeArgs) -> Result<Exit> {
     runtime()?.block_on(execute(&ws, &sel, g, &opts))
 }
 
+/// Version of the `bootstrap status --format json` shape (docs/engine.md).
+pub const STATUS_SCHEMA: u32 = 1;
+
 /// `bootstrap status`.
 pub fn status_command(g: &Global, a: &StatusArgs) -> Result<Exit> {
     let ws = Workspace::load(g)?;
@@ -158,6 +161,7 @@ pub fn status_command(g: &Global, a: &StatusArgs) -> Result<Exit> {
     match a.format {
         StatusFormat::Json => {
             let v = serde_json::json!({
+                "schema": STATUS_SCHEMA,
                 "state_dir": ws.state_dir.display().to_string(),
                 "last_run": state.last_run,
                 "locked_by": holder,

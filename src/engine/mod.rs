@@ -30,7 +30,8 @@ use crate::state::{FileStore, Lock, LockError, Outcome, Record, State, Store};
 use crate::workspace::Workspace;
 
 pub use commands::{
-    probe, reset_command, resume_command, run_command, status_command, unlock_command,
+    STATUS_SCHEMA, probe, reset_command, resume_command, run_command, status_command,
+    unlock_command,
 };
 
 /// Recorded outcome and fingerprint of every step, from persisted state.

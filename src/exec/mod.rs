@@ -255,12 +255,12 @@ pub async fn run(
             st = child.wait() => break st.ok(),
             _ = &mut deadline, if ending.is_none() => {
                 ending = Some(Ending::TimedOut);
-                if let Some(p) = pid { terminate(p, &mut child).await; }
+                if let Some(p) = pid { terminate(p, &mut child, &mut cancel).await; }
             }
             _ = cancel.reached(1), if ending.is_none() => {
                 ending = Some(Ending::Cancelled);
                 if let Some(p) = pid {
-                    if cancel.level() >= 2 { signal_group(p, Signal::SIGKILL); } else { terminate(p, &mut child).await; }
+                    if cancel.level() >= 2 { signal_group(p, Signal::SIGKILL); } else { terminate(p, &mut child, &mut cancel).await; }
                 }
             }
         }
@@ -335,10 +335,15 @@ pub async fn run(
     }
 }
 
-/// TERM the group, wait up to the grace period for the leader, then KILL the group.
-async fn terminate(pid: u32, child: &mut tokio::process::Child) {
+/// TERM the group, wait up to the grace period for the leader, then KILL the group. A second
+/// Ctrl-C during the grace period kills at once.
+async fn terminate(pid: u32, child: &mut tokio::process::Child, cancel: &mut Cancel) {
     signal_group(pid, Signal::SIGTERM);
-    if tokio::time::timeout(GRACE, child.wait()).await.is_err() {
+    let exited = tokio::select! {
+        r = tokio::time::timeout(GRACE, child.wait()) => r.is_ok(),
+        _ = cancel.reached(2) => false,
+    };
+    if !exited {
         signal_group(pid, Signal::SIGKILL);
     }
 }

@@ -40,11 +40,30 @@ impl FileStore {
             if !existed {
                 // Make the new directory entry durable too.
                 File::open(dir)?.sync_all()?;
+            } else if ends_torn(&self.path)? {
+                // A kill -9 mid-write left a partial last line: end it, so the next record starts
+                // on a line of its own instead of being glued to the fragment and lost.
+                (&f).write_all(b"\n")?;
+                f.sync_data()?;
             }
             self.file = Some(f);
         }
         Ok(self.file.as_mut().expect("opened"))
     }
+}
+
+/// Does the file end without a newline (a torn last record)?
+fn ends_torn(path: &Path) -> Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    f.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    f.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
 }
 
 /// Create a directory (and parents) with mode 0700, and tighten an existing one.

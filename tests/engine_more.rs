@@ -1,0 +1,489 @@
+//! More of the engine through the real binary: gate failures that name each failing item and why,
+//! Ctrl-C (exit 130, steps recorded interrupted, no process left), --keep-going versus stopping,
+//! `json` actions, reset and unlock, resume's recorded selection, the step environment (KUBECONFIG,
+//! stdin closed), timestamped logs and the markdown report.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bin, text};
+use serde_json::Value;
+
+const PLAN: &str = r#"
+name: enginemore
+lab: false
+clusters:
+  - name: infra
+    id: 1
+    context: admin@infra
+    talos_context: infra
+    endpoint: https://10.25.11.11:6443
+    pod_cidr: 10.244.0.0/16
+    service_cidr: 10.96.0.0/16
+    dns_ip: 10.96.0.10
+    nodes:
+      - { name: infra-01, ip: 10.25.11.11, role: controlplane }
+versions: { talos: v1.11.5, kubernetes: 1.34.2, cilium: 1.18.4, flux: 2.7.3 }
+git: { provider: github, owner: o, repository: r, paths: { infra: a } }
+paths:
+  kubeconfig: "{{ state_dir }}/kubeconfig"
+  talosconfig: "{{ state_dir }}/talosconfig"
+  talos_configs: "{{ state_dir }}/talos"
+"#;
+
+struct Ws {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Ws {
+    /// A workspace with the plan and one phase file (`{W}` becomes the workspace path).
+    fn new(phase: &str) -> Ws {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        std::fs::create_dir_all(root.join("phases")).unwrap();
+        std::fs::create_dir_all(root.join("marks")).unwrap();
+        std::fs::write(root.join("plan.yaml"), PLAN).unwrap();
+        std::fs::write(
+            root.join("phases/01-test.yaml"),
+            phase.replace("{W}", &root.display().to_string()),
+        )
+        .unwrap();
+        Ws { _tmp: tmp, root }
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--plan")
+            .arg(self.root.join("plan.yaml"))
+            .arg("--phases")
+            .arg(self.root.join("phases"))
+            .arg("--state-dir")
+            .arg(self.root.join("state"))
+            .args(args)
+            .env("CI", "true")
+            .env("NO_COLOR", "1")
+            .env_remove("BOOTSTRAP_PLAN")
+            .env_remove("BOOTSTRAP_STATE_DIR")
+            .env_remove("KUBECONFIG")
+            .current_dir(&self.root)
+            .stdin(Stdio::null());
+        c
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+    fn read(&self, f: &str) -> String {
+        std::fs::read_to_string(self.root.join(f)).unwrap_or_default()
+    }
+    fn status(&self) -> Value {
+        let out = self.run(&["status", "--format", "json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            v["schema"], 1,
+            "status JSON without its schema version: {v}"
+        );
+        v
+    }
+    fn wait_for(&self, f: &str) {
+        let t = Instant::now();
+        while !self.root.join(f).exists() {
+            assert!(t.elapsed() < Duration::from_secs(60), "{f} never appeared");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn step<'a>(status: &'a Value, id: &str) -> &'a Value {
+    status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {status}"))
+}
+
+fn all(o: &Output) -> String {
+    format!("{}{}", text(&o.stdout), text(&o.stderr))
+}
+
+fn alive(pid: i32) -> bool {
+    // Zombies count as dead: read the state letter from /proc.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn a_failed_gate_names_each_failing_item_and_its_last_output() {
+    let ws = Ws::new(
+        r#"
+id: p
+title: P
+steps:
+  - id: a
+    run: { cmd: ["true"] }
+gate:
+  - id: fine
+    text: This one passes
+    check: { cmd: ["true"] }
+  - id: broken
+    text: This one never passes
+    timeout: 3s
+    check: { shell: "echo 'replicas 1/3 ready, waiting on pod x'; exit 1" }
+"#,
+    );
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    let s = all(&out);
+    assert!(s.contains("broken"), "the failing item is not named: {s}");
+    assert!(
+        s.contains("replicas 1/3 ready"),
+        "the failing item's last output is not shown: {s}"
+    );
+    let report = ws.read("state/last-run.md");
+    assert!(report.contains("broken"), "{report}");
+    assert!(report.contains("replicas 1/3 ready"), "{report}");
+    assert!(
+        report.contains("fine"),
+        "passing evidence missing: {report}"
+    );
+    assert_eq!(step(&ws.status(), "gate/p")["status"], "failed");
+}
+
+#[test]
+fn without_keep_going_nothing_new_starts_and_with_it_independent_branches_finish() {
+    let phase = r#"
+id: p
+title: P
+steps:
+  - id: bad
+    run: { shell: "echo nope; exit 7" }
+  - id: after-bad
+    needs: [bad]
+    run: { shell: "touch {W}/marks/after-bad" }
+  - id: slow-other
+    run: { shell: "sleep 1; touch {W}/marks/slow-other" }
+  - id: after-other
+    needs: [slow-other]
+    run: { shell: "touch {W}/marks/after-other" }
+"#;
+    // Without --keep-going: running steps finish, nothing new starts.
+    let ws = Ws::new(phase);
+    let out = ws.run(&["run", "--concurrency", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(!ws.root.join("marks/after-bad").exists());
+    assert!(
+        ws.root.join("marks/slow-other").exists(),
+        "a running step was not allowed to finish"
+    );
+    assert!(
+        !ws.root.join("marks/after-other").exists(),
+        "a new step started after a failure without --keep-going"
+    );
+    let s = all(&out);
+    assert!(s.contains("bad"), "{s}");
+    assert!(s.contains("bootstrap resume"), "no resume hint: {s}");
+
+    // With --keep-going: every branch that does not depend on the failure runs.
+    let ws = Ws::new(phase);
+    let out = ws.run(&["run", "--concurrency", "2", "--keep-going"]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(!ws.root.join("marks/after-bad").exists());
+    assert!(ws.root.join("marks/after-other").exists(), "{}", all(&out));
+}
+
+#[test]
+fn json_actions_read_a_field_from_the_first_document_and_say_what_they_saw() {
+    let ws = Ws::new(
+        r#"
+id: p
+title: P
+steps:
+  - id: deployed
+    check:
+      json:
+        cmd: [sh, -c, "echo '{\"info\":{\"status\":\"deployed\"}} {\"info\":{\"status\":\"x\"}}'"]
+        field: info.status
+        equals: deployed
+    run: { shell: "touch {W}/marks/deployed-ran" }
+  - id: count
+    run:
+      json:
+        cmd: [sh, -c, "echo '{\"items\":[{\"n\":3}]}'"]
+        field: items.0.n
+        one_of: ["2", "3"]
+  - id: pending
+    run:
+      json:
+        cmd: [sh, -c, "echo '{\"info\":{\"status\":\"pending-upgrade\"}}'"]
+        field: info.status
+        equals: deployed
+"#,
+    );
+    let out = ws.run(&["run", "--keep-going"]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(
+        !ws.root.join("marks/deployed-ran").exists(),
+        "a json check that passed on the first document still ran the action"
+    );
+    let st = ws.status();
+    assert_eq!(step(&st, "deployed")["status"], "satisfied", "{st}");
+    assert_eq!(step(&st, "count")["status"], "done", "{st}");
+    assert_eq!(step(&st, "pending")["status"], "failed", "{st}");
+    let detail = step(&st, "pending")["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("pending-upgrade"), "detail: {detail}");
+}
+
+#[test]
+fn steps_get_kubeconfig_closed_stdin_and_timestamped_logs() {
+    let ws = Ws::new(
+        r#"
+id: p
+title: P
+steps:
+  - id: env
+    run: { shell: "echo KUBECONFIG=$KUBECONFIG; if read line; then echo got-input; else echo stdin-closed; fi" }
+  - id: own
+    env: { KUBECONFIG: /elsewhere/kubeconfig }
+    run: { shell: "echo KUBECONFIG=$KUBECONFIG" }
+"#,
+    );
+    // Give the child something on stdin: a closed stdin must not pass it through.
+    let mut c = ws.cmd(&["run"]);
+    c.stdin(Stdio::piped());
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut si = child.stdin.take().unwrap();
+        let _ = si.write_all(b"hello\n");
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let st = ws.status();
+    let log = std::fs::read_to_string(step(&st, "env")["log"].as_str().unwrap()).unwrap();
+    let want = format!("KUBECONFIG={}", ws.root.join("state/kubeconfig").display());
+    assert!(log.contains(&want), "want {want} in log:\n{log}");
+    assert!(log.contains("stdin-closed"), "stdin was not closed:\n{log}");
+    // Every output line carries a timestamp (HH:MM:SS at least).
+    let re = regex::Regex::new(r"\d\d:\d\d:\d\d").unwrap();
+    for line in log.lines().filter(|l| l.contains("stdin-closed")) {
+        assert!(re.is_match(line), "untimestamped log line: {line}");
+    }
+    let own = std::fs::read_to_string(step(&st, "own")["log"].as_str().unwrap()).unwrap();
+    assert!(own.contains("KUBECONFIG=/elsewhere/kubeconfig"), "{own}");
+}
+
+#[test]
+fn ctrl_c_stops_running_steps_records_them_interrupted_and_exits_130() {
+    let ws = Ws::new(
+        r#"
+id: p
+title: P
+steps:
+  - id: long
+    run: { shell: "sh -c 'echo $$ > {W}/marks/grandchild; trap \"\" TERM; sleep 300' & echo $$ > {W}/marks/child; wait" }
+  - id: later
+    needs: [long]
+    run: { shell: "touch {W}/marks/later" }
+"#,
+    );
+    let child = ws
+        .cmd(&["run"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    ws.wait_for("marks/grandchild");
+    ws.wait_for("marks/child");
+    std::thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", all(&out));
+    for f in ["marks/child", "marks/grandchild"] {
+        let pid: i32 = ws.read(f).trim().parse().unwrap();
+        // The grandchild ignores TERM, so it only dies by the KILL after the grace period, and
+        // bootstrap waits for that before exiting.
+        assert!(!alive(pid), "{f} pid {pid} survived Ctrl-C");
+    }
+    assert!(!ws.root.join("marks/later").exists());
+    let st = ws.status();
+    assert_eq!(step(&st, "long")["status"], "interrupted", "{st}");
+    assert_eq!(st["last_run"]["outcome"], "interrupted", "{st}");
+}
+
+#[test]
+fn resume_reruns_the_recorded_selection_and_reset_forgets() {
+    let ws = Ws::new(
+        r#"
+id: p
+title: P
+steps:
+  - id: one
+    run: { shell: "echo x >> {W}/marks/one" }
+  - id: flaky
+    needs: [one]
+    run: { shell: "if [ -e {W}/marks/fixed ]; then echo ok; else echo boom; exit 1; fi" }
+  - id: unselected
+    run: { shell: "echo x >> {W}/marks/unselected" }
+"#,
+    );
+    let out = ws.run(&["run", "--step", "flaky"]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    std::fs::write(ws.root.join("marks/fixed"), "").unwrap();
+    let out = ws.run(&["resume"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert_eq!(
+        ws.read("marks/one").lines().count(),
+        1,
+        "a done step ran again"
+    );
+    assert!(
+        !ws.root.join("marks/unselected").exists(),
+        "resume widened the selection"
+    );
+    let st = ws.status();
+    assert_eq!(step(&st, "flaky")["status"], "done");
+    assert_eq!(step(&st, "unselected")["status"], "never-run");
+
+    let out = ws.run(&["reset", "one"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let st = ws.status();
+    assert_eq!(step(&st, "one")["status"], "never-run", "{st}");
+    assert_eq!(step(&st, "flaky")["status"], "done", "{st}");
+    let out = ws.run(&["reset", "--all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert_eq!(step(&ws.status(), "flaky")["status"], "never-run");
+    let out = ws.run(&["reset", "no-such-step"]);
+    assert_eq!(out.status.code(), Some(2), "{}", all(&out));
+}
+
+#[test]
+fn unlock_refuses_a_live_holder_unless_forced() {
+    let ws = Ws::new(
+        r#"
+id: p
+title: P
+steps:
+  - id: wait
+    run: { shell: "touch {W}/marks/started; sleep 30" }
+"#,
+    );
+    let mut child = ws
+        .cmd(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    ws.wait_for("marks/started");
+    let out = ws.run(&["unlock"]);
+    assert_eq!(out.status.code(), Some(3), "{}", all(&out));
+    assert!(
+        all(&out).contains(&child.id().to_string()),
+        "unlock does not name the holder: {}",
+        all(&out)
+    );
+    let out = ws.run(&["unlock", "--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_torn_journal_line_loses_nothing_recorded_before_or_after_it() {
+    let ws = Ws::new(
+        r#"
+id: p
+title: P
+steps:
+  - id: one
+    run: { shell: "echo x >> {W}/marks/one" }
+  - id: two
+    run: { shell: "echo x >> {W}/marks/two" }
+"#,
+    );
+    let out = ws.run(&["run", "--step", "one"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    // A kill -9 in the middle of a write leaves half a record with no newline.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(ws.root.join("state/journal.jsonl"))
+            .unwrap();
+        f.write_all(br#"{"record":"step-finished","run_id":"x","id":"tw"#)
+            .unwrap();
+    }
+    let st = ws.status();
+    assert_eq!(step(&st, "one")["status"], "done", "{st}");
+    let out = ws.run(&["run", "--step", "two"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let st = ws.status();
+    assert_eq!(step(&st, "one")["status"], "done", "{st}");
+    assert_eq!(step(&st, "two")["status"], "done", "{st}");
+    // The record written right after the torn line (this run's start) survived.
+    assert_eq!(st["last_run"]["steps"], serde_json::json!(["two"]), "{st}");
+    assert_eq!(st["last_run"]["outcome"], "succeeded", "{st}");
+}
+
+#[test]
+fn the_summary_and_report_show_the_last_20_lines_the_log_and_why_steps_were_skipped() {
+    let ws = Ws::new(
+        r#"
+id: p
+title: P
+steps:
+  - id: noisy
+    run: { shell: "for i in $(seq 1 30); do echo L$i.; done; exit 4" }
+  - id: after
+    needs: [noisy]
+    run: { cmd: ["true"] }
+  - id: present
+    check: { cmd: ["true"] }
+    run: { cmd: ["false"] }
+"#,
+    );
+    let out = ws.run(&["run", "--keep-going"]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    let e = text(&out.stderr);
+    assert!(e.contains("noisy"), "{e}");
+    assert!(
+        e.contains("L30.") && e.contains("L11."),
+        "tail missing: {e}"
+    );
+    assert!(!e.contains("L10."), "more than the last 20 lines: {e}");
+    let log = step(&ws.status(), "noisy")["log"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(e.contains(&log), "the log path is not named: {e}");
+    assert!(e.contains("bootstrap resume"), "{e}");
+    let report = ws.read("state/last-run.md");
+    assert!(report.contains("L30."), "{report}");
+    assert!(
+        report.contains("noisy") && report.contains("after"),
+        "{report}"
+    );
+    assert!(report.contains("present"), "{report}");
+    // The skipped steps say why.
+    assert!(
+        report.contains("check passed") || report.contains("satisfied"),
+        "{report}"
+    );
+    assert!(report.contains("needs a step that failed"), "{report}");
+}
