@@ -156,7 +156,8 @@ async fn set_ready(
         && o["status"]["observedGeneration"] == st["observedGeneration"];
     if !same {
         o["status"] = st;
-        c.replace_status(o).await?;
+        // A conflict means someone wrote it meanwhile: the next tick tries again.
+        let _ = c.replace_status(o).await;
     }
     Ok(())
 }
@@ -235,6 +236,7 @@ pub async fn tick(
             if state.applied.get(&key) != Some(&(generation, rev.clone())) {
                 let path = k["spec"]["path"].as_str().unwrap_or("./").to_string();
                 let target_ns = k["spec"]["targetNamespace"].as_str().map(String::from);
+                let mut failed = false;
                 for mut doc in documents(dir, &path) {
                     if let Some(t) = &target_ns {
                         doc["metadata"]["namespace"] = json!(t);
@@ -253,7 +255,13 @@ pub async fn tick(
                     labels["kustomize.toolkit.fluxcd.io/name"] = json!(name);
                     labels["kustomize.toolkit.fluxcd.io/namespace"] = json!(ns);
                     doc["metadata"]["labels"] = labels;
-                    c.apply(doc).await?;
+                    if c.apply(doc).await.is_err() {
+                        failed = true;
+                    }
+                }
+                if failed {
+                    // Retried on the next tick, like kustomize-controller's next reconciliation.
+                    continue;
                 }
                 state.applied.insert(key, (generation, rev.clone()));
             }

@@ -110,10 +110,12 @@ impl Sim {
                     json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}])
                 };
                 n["spec"]["taints"] = taints.clone();
-                let n2 = c.replace(n.clone()).await?;
+                let Ok(n2) = c.replace(n.clone()).await else {
+                    continue;
+                };
                 let mut n3 = n2.clone();
                 n3["status"] = n["status"].clone();
-                c.replace_status(n3).await?;
+                let _ = c.replace_status(n3).await;
             }
         }
 
@@ -189,12 +191,14 @@ impl Sim {
                 if w["status"] != status {
                     let mut w2 = w.clone();
                     w2["status"] = status;
-                    c.replace_status(w2).await?;
+                    // A conflict (someone else wrote it meanwhile) is retried on the next tick.
+                    let _ = c.replace_status(w2).await;
                 }
             }
         }
 
-        flux::tick(&mut self.flux, &c, &self.dir, &self.topo, &self.cluster).await?;
+        // Flux reconciles whatever happened above; its errors are retried on the next tick.
+        let _ = flux::tick(&mut self.flux, &c, &self.dir, &self.topo, &self.cluster).await;
         Ok(())
     }
 }
