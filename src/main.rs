@@ -27,6 +27,20 @@ fn main() -> ExitCode {
         .display_env_section(false)
         .install();
     let g = &cli.global;
+    // Diagnostics (-v, -vv) go to stderr; with -v the engine reports in plain lines, not bars, so the
+    // two never interleave.
+    let level = match (g.quiet, g.verbose) {
+        (true, _) => tracing::Level::ERROR,
+        (false, 0) => tracing::Level::WARN,
+        (false, 1) => tracing::Level::INFO,
+        (false, _) => tracing::Level::DEBUG,
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(stderr_color(g))
+        .try_init();
     let result = match cli.command {
         Command::Plan(args) => bootstrap::dryrun::plan_command(g, &args),
         Command::Graph(args) => bootstrap::dryrun::graph_command(g, &args),
@@ -52,6 +66,19 @@ fn main() -> ExitCode {
                 eprintln!("error: {err:#}");
             }
             ExitCode::from(code as u8)
+        }
+    }
+}
+
+/// Colour on stderr: `--color`, NO_COLOR, and whether stderr is a terminal.
+fn stderr_color(g: &bootstrap::cli::Global) -> bool {
+    use std::io::IsTerminal;
+    match g.color {
+        bootstrap::cli::ColorMode::Always => true,
+        bootstrap::cli::ColorMode::Never => false,
+        bootstrap::cli::ColorMode::Auto => {
+            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                && std::io::stderr().is_terminal()
         }
     }
 }

@@ -245,8 +245,18 @@ pub async fn execute(
     } else {
         None
     };
+    if let Some(l) = &lab {
+        for (name, s) in &l.servers {
+            tracing::info!("lab: cluster {name} serves at {}", s.url());
+        }
+    }
     let lab_env = lab.as_ref().map(|l| l.step_env()).unwrap_or_default();
     let env = base_env(ws, &lab_env);
+    tracing::debug!(
+        "run {run_id}: {} units selected, {} to run, concurrency {concurrency}",
+        sel.order.len(),
+        todo.len()
+    );
     let kubeconfig = PathBuf::from(env.get("KUBECONFIG").cloned().unwrap_or_default());
     let clusters = std::sync::Arc::new(Clusters::new(&ws.spec.plan, kubeconfig));
     let redactor = Redactor::new();
