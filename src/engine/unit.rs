@@ -230,12 +230,18 @@ async fn run_step(c: &UnitCtx, u: &Unit) -> Ended {
         });
         match wait {
             None => {
+                // A built-in check has no output lines: what it saw is the tail.
+                let tail = if said.output.is_empty() {
+                    said.detail.clone()
+                } else {
+                    said.output.join("\n")
+                };
                 return (
                     Outcome::Failed,
                     attempt,
                     said.exit_code,
                     said.detail.clone(),
-                    said.output.join("\n"),
+                    tail,
                 );
             }
             Some(w) => {
