@@ -5,125 +5,19 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+#[path = "common/ws.rs"]
+mod ws;
 
-use common::{bin, text};
-use serde_json::Value;
+use std::process::Stdio;
+use std::time::Duration;
 
-const PLAN: &str = r#"
-name: enginemore
-lab: false
-clusters:
-  - name: infra
-    id: 1
-    context: admin@infra
-    talos_context: infra
-    endpoint: https://10.25.11.11:6443
-    pod_cidr: 10.244.0.0/16
-    service_cidr: 10.96.0.0/16
-    dns_ip: 10.96.0.10
-    nodes:
-      - { name: infra-01, ip: 10.25.11.11, role: controlplane }
-versions: { talos: v1.11.5, kubernetes: 1.34.2, cilium: 1.18.4, flux: 2.7.3 }
-git: { provider: github, owner: o, repository: r, paths: { infra: a } }
-paths:
-  kubeconfig: "{{ state_dir }}/kubeconfig"
-  talosconfig: "{{ state_dir }}/talosconfig"
-  talos_configs: "{{ state_dir }}/talos"
-"#;
-
-struct Ws {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Ws {
-    /// A workspace with the plan and one phase file (`{W}` becomes the workspace path).
-    fn new(phase: &str) -> Ws {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        std::fs::create_dir_all(root.join("phases")).unwrap();
-        std::fs::create_dir_all(root.join("marks")).unwrap();
-        std::fs::write(root.join("plan.yaml"), PLAN).unwrap();
-        std::fs::write(
-            root.join("phases/01-test.yaml"),
-            phase.replace("{W}", &root.display().to_string()),
-        )
-        .unwrap();
-        Ws { _tmp: tmp, root }
-    }
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin());
-        c.arg("--plan")
-            .arg(self.root.join("plan.yaml"))
-            .arg("--phases")
-            .arg(self.root.join("phases"))
-            .arg("--state-dir")
-            .arg(self.root.join("state"))
-            .args(args)
-            .env("CI", "true")
-            .env("NO_COLOR", "1")
-            .env_remove("BOOTSTRAP_PLAN")
-            .env_remove("BOOTSTRAP_STATE_DIR")
-            .env_remove("KUBECONFIG")
-            .current_dir(&self.root)
-            .stdin(Stdio::null());
-        c
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-    fn read(&self, f: &str) -> String {
-        std::fs::read_to_string(self.root.join(f)).unwrap_or_default()
-    }
-    fn status(&self) -> Value {
-        let out = self.run(&["status", "--format", "json"]);
-        assert_eq!(out.status.code(), Some(0), "{}", all(&out));
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(
-            v["schema"], 1,
-            "status JSON without its schema version: {v}"
-        );
-        v
-    }
-    fn wait_for(&self, f: &str) {
-        let t = Instant::now();
-        while !self.root.join(f).exists() {
-            assert!(t.elapsed() < Duration::from_secs(60), "{f} never appeared");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn step<'a>(status: &'a Value, id: &str) -> &'a Value {
-    status["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in {status}"))
-}
-
-fn all(o: &Output) -> String {
-    format!("{}{}", text(&o.stdout), text(&o.stderr))
-}
-
-fn alive(pid: i32) -> bool {
-    // Zombies count as dead: read the state letter from /proc.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
-    }
-}
+use common::text;
+use ws::{Ws, alive, all, step};
 
 #[test]
 fn a_failed_gate_names_each_failing_item_and_its_last_output() {
     let ws = Ws::new(
+        ws::ONE_CLUSTER,
         r#"
 id: p
 title: P
@@ -176,7 +70,7 @@ steps:
     run: { shell: "touch {W}/marks/after-other" }
 "#;
     // Without --keep-going: running steps finish, nothing new starts.
-    let ws = Ws::new(phase);
+    let ws = Ws::new(ws::ONE_CLUSTER, phase);
     let out = ws.run(&["run", "--concurrency", "2"]);
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     assert!(!ws.root.join("marks/after-bad").exists());
@@ -193,7 +87,7 @@ steps:
     assert!(s.contains("bootstrap resume"), "no resume hint: {s}");
 
     // With --keep-going: every branch that does not depend on the failure runs.
-    let ws = Ws::new(phase);
+    let ws = Ws::new(ws::ONE_CLUSTER, phase);
     let out = ws.run(&["run", "--concurrency", "2", "--keep-going"]);
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     assert!(!ws.root.join("marks/after-bad").exists());
@@ -203,6 +97,7 @@ steps:
 #[test]
 fn json_actions_read_a_field_from_the_first_document_and_say_what_they_saw() {
     let ws = Ws::new(
+        ws::ONE_CLUSTER,
         r#"
 id: p
 title: P
@@ -245,6 +140,7 @@ steps:
 #[test]
 fn steps_get_kubeconfig_closed_stdin_and_timestamped_logs() {
     let ws = Ws::new(
+        ws::ONE_CLUSTER,
         r#"
 id: p
 title: P
@@ -288,6 +184,7 @@ steps:
 #[test]
 fn ctrl_c_stops_running_steps_records_them_interrupted_and_exits_130() {
     let ws = Ws::new(
+        ws::ONE_CLUSTER,
         r#"
 id: p
 title: P
@@ -330,6 +227,7 @@ steps:
 #[test]
 fn resume_reruns_the_recorded_selection_and_reset_forgets() {
     let ws = Ws::new(
+        ws::ONE_CLUSTER,
         r#"
 id: p
 title: P
@@ -376,6 +274,7 @@ steps:
 #[test]
 fn unlock_refuses_a_live_holder_unless_forced() {
     let ws = Ws::new(
+        ws::ONE_CLUSTER,
         r#"
 id: p
 title: P
@@ -407,6 +306,7 @@ steps:
 #[test]
 fn a_torn_journal_line_loses_nothing_recorded_before_or_after_it() {
     let ws = Ws::new(
+        ws::ONE_CLUSTER,
         r#"
 id: p
 title: P
@@ -444,6 +344,7 @@ steps:
 #[test]
 fn the_summary_and_report_show_the_last_20_lines_the_log_and_why_steps_were_skipped() {
     let ws = Ws::new(
+        ws::ONE_CLUSTER,
         r#"
 id: p
 title: P

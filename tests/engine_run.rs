@@ -4,120 +4,20 @@
 
 mod common;
 
+#[path = "common/ws.rs"]
+mod ws;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 
-use common::{bin, text};
+use common::text;
 use serde_json::Value;
-
-const PLAN: &str = r#"
-name: enginetest
-lab: false
-clusters:
-  - name: infra
-    id: 1
-    context: admin@infra
-    talos_context: infra
-    endpoint: https://10.25.11.11:6443
-    pod_cidr: 10.244.0.0/16
-    service_cidr: 10.96.0.0/16
-    dns_ip: 10.96.0.10
-    nodes:
-      - { name: infra-01, ip: 10.25.11.11, role: controlplane }
-  - name: apps
-    id: 2
-    context: admin@apps
-    talos_context: apps
-    endpoint: https://10.25.11.14:6443
-    pod_cidr: 10.246.0.0/16
-    service_cidr: 10.97.0.0/16
-    dns_ip: 10.97.0.10
-    nodes:
-      - { name: apps-01, ip: 10.25.11.14, role: controlplane }
-versions: { talos: v1.11.5, kubernetes: 1.34.2, cilium: 1.18.4, flux: 2.7.3 }
-git: { provider: github, owner: o, repository: r, paths: { infra: a, apps: b } }
-secrets:
-  token: op://vault/item/field
-paths:
-  kubeconfig: "{{ state_dir }}/kubeconfig"
-  talosconfig: "{{ state_dir }}/talosconfig"
-  talos_configs: "{{ state_dir }}/talos"
-"#;
-
-struct Ws {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-}
-
-impl Ws {
-    /// A workspace with the plan and one phase file (`{W}` in it becomes the workspace path).
-    fn new(phase: &str) -> Ws {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        std::fs::create_dir_all(root.join("phases")).unwrap();
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::write(root.join("plan.yaml"), PLAN).unwrap();
-        let ws = Ws { _tmp: tmp, root };
-        ws.phase(phase);
-        ws
-    }
-    fn phase(&self, phase: &str) {
-        std::fs::write(
-            self.root.join("phases/01-test.yaml"),
-            phase.replace("{W}", &self.root.display().to_string()),
-        )
-        .unwrap();
-    }
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin());
-        c.arg("--plan")
-            .arg(self.root.join("plan.yaml"))
-            .arg("--phases")
-            .arg(self.root.join("phases"))
-            .arg("--state-dir")
-            .arg(self.root.join("state"));
-        c.args(args)
-            .env("CI", "true")
-            .env("NO_COLOR", "1")
-            .env_remove("BOOTSTRAP_PLAN")
-            .env_remove("BOOTSTRAP_STATE_DIR")
-            .current_dir(&self.root);
-        let path = format!(
-            "{}:{}",
-            self.root.join("bin").display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        c.env("PATH", path).stdin(Stdio::null());
-        c
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-    fn read(&self, f: &str) -> String {
-        std::fs::read_to_string(self.root.join(f)).unwrap_or_default()
-    }
-    fn status(&self) -> Value {
-        let out = self.run(&["status", "--format", "json"]);
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
-
-fn step<'a>(status: &'a Value, id: &str) -> &'a Value {
-    status["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id}"))
-}
-
-fn all(o: &Output) -> String {
-    format!("{}{}", text(&o.stdout), text(&o.stderr))
-}
+use ws::{Ws, alive, all, step};
 
 #[test]
 fn independent_branches_run_in_parallel() {
     let ws = Ws::new(
+        ws::TWO_CLUSTERS,
         r#"
 id: p
 title: P
@@ -140,6 +40,7 @@ steps:
 #[test]
 fn a_step_whose_check_passes_is_skipped_and_its_action_never_runs() {
     let ws = Ws::new(
+        ws::TWO_CLUSTERS,
         r#"
 id: p
 title: P
@@ -158,6 +59,7 @@ steps:
 #[test]
 fn transient_failures_retry_and_deterministic_ones_fail_at_once() {
     let ws = Ws::new(
+        ws::TWO_CLUSTERS,
         r#"
 id: p
 title: P
@@ -193,23 +95,10 @@ steps:
     );
 }
 
-fn alive(pid: i32) -> bool {
-    // kill -0, and not a zombie.
-    let ok = Command::new("kill")
-        .arg("-0")
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    ok && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .unwrap_or_default()
-        .contains(") Z ")
-}
-
 #[test]
 fn a_hung_step_is_killed_at_its_timeout_with_its_whole_process_group() {
     let ws = Ws::new(
+        ws::TWO_CLUSTERS,
         r#"
 id: p
 title: P
@@ -239,6 +128,7 @@ steps:
 #[test]
 fn kill_9_mid_run_then_resume_completes_without_rerunning_done_steps() {
     let ws = Ws::new(
+        ws::TWO_CLUSTERS,
         r#"
 id: p
 title: P
@@ -294,6 +184,7 @@ steps:
 #[test]
 fn a_second_run_exits_3_naming_the_holder_and_a_stale_lock_is_taken_over() {
     let ws = Ws::new(
+        ws::TWO_CLUSTERS,
         r#"
 id: p
 title: P
@@ -346,7 +237,7 @@ steps:
   - id: c
     run: { shell: "echo ran >> {W}/c.count" }
 "#;
-    let ws = Ws::new(&phase.replace("MSG", "one"));
+    let ws = Ws::new(ws::TWO_CLUSTERS, &phase.replace("MSG", "one"));
     assert_eq!(ws.run(&["run"]).status.code(), Some(0));
     ws.phase(&phase.replace("MSG", "two"));
     let plan = ws.run(&["plan", "--format", "json"]);
@@ -378,6 +269,7 @@ steps:
 #[test]
 fn a_stale_saved_plan_is_refused_and_a_fresh_one_runs() {
     let ws = Ws::new(
+        ws::TWO_CLUSTERS,
         r#"
 id: p
 title: P
@@ -423,6 +315,7 @@ steps:
 #[test]
 fn a_confirm_step_without_yes_stops_cleanly_when_not_on_a_terminal() {
     let ws = Ws::new(
+        ws::TWO_CLUSTERS,
         r#"
 id: p
 title: P
@@ -445,6 +338,7 @@ steps:
 #[test]
 fn a_secret_value_never_reaches_logs_state_plan_or_report() {
     let ws = Ws::new(
+        ws::TWO_CLUSTERS,
         r#"
 id: p
 title: P
@@ -501,6 +395,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn json_events_follow_the_documented_shape() {
     let ws = Ws::new(
+        ws::TWO_CLUSTERS,
         r#"
 id: p
 title: P

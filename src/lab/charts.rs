@@ -314,6 +314,42 @@ pub async fn store_release(
     })
 }
 
+/// `helm upgrade --reuse-values`: the latest revision's chart and values, changed by `edit`,
+/// rendered and stored as a new revision. What `cilium hubble enable` and `cilium clustermesh
+/// enable|connect` do to the `cilium` release.
+pub async fn upgrade_reusing_values(
+    c: &impl Objects,
+    ns: &str,
+    release: &str,
+    edit: impl FnOnce(&mut Value),
+) -> Result<Release> {
+    let latest = latest(c, ns, release)
+        .await?
+        .ok_or_else(|| color_eyre::eyre::eyre!("release: not found"))?;
+    let mut values = latest.json["config"].clone();
+    edit(&mut values);
+    let chart = latest.json["chart"]["metadata"]["name"]
+        .as_str()
+        .unwrap_or(release)
+        .to_string();
+    let version = latest.json["chart"]["metadata"]["version"]
+        .as_str()
+        .unwrap_or("0.0.0")
+        .to_string();
+    apply_chart(c, &chart, &version, release, ns, &values).await?;
+    store_release(
+        c,
+        ns,
+        release,
+        &chart,
+        &version,
+        &values,
+        "deployed",
+        "Upgrade complete",
+    )
+    .await
+}
+
 /// Apply a chart's objects to the cluster (create or update).
 pub async fn apply_chart(
     c: &impl Objects,

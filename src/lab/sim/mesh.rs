@@ -242,30 +242,15 @@ async fn configure(
     remote: &str,
     topo: &Topology,
 ) -> crate::error::Result<()> {
-    if let Some(latest) = charts::latest(c, ns, "cilium").await? {
-        let mut values = latest.json["config"].clone();
-        let ips: Vec<String> = topo
-            .cluster(remote)
-            .map(|c| c.nodes.iter().map(|n| n.ip.clone()).collect())
-            .unwrap_or_default();
+    let ips: Vec<String> = topo
+        .cluster(remote)
+        .map(|c| c.nodes.iter().map(|n| n.ip.clone()).collect())
+        .unwrap_or_default();
+    charts::upgrade_reusing_values(c, ns, "cilium", |values| {
         values["clustermesh"]["config"]["enabled"] = json!(true);
         values["clustermesh"]["config"]["clusters"][remote] = json!({"port": 32379, "ips": ips});
-        let version = latest.json["chart"]["metadata"]["version"]
-            .as_str()
-            .unwrap_or("1.18.4")
-            .to_string();
-        charts::store_release(
-            c,
-            ns,
-            "cilium",
-            "cilium",
-            &version,
-            &values,
-            "deployed",
-            "Upgrade complete",
-        )
-        .await?;
-    }
+    })
+    .await?;
     let mut at: BTreeMap<String, f64> = configured(c, ns).await;
     at.entry(remote.to_string()).or_insert_with(now);
     let data: serde_json::Map<String, Value> = at

@@ -137,28 +137,11 @@ async fn install(c: &Remote, args: &[String], ns: &str, ctx: Option<&str>, upgra
 }
 
 async fn set_values(c: &Remote, ns: &str, kv: &[(&str, &str)]) -> crate::error::Result<()> {
-    let latest = charts::latest(c, ns, "cilium")
-        .await?
-        .ok_or_else(|| color_eyre::eyre::eyre!("release: not found"))?;
-    let mut values = latest.json["config"].clone();
-    for (k, v) in kv {
-        charts::set_value(&mut values, &format!("{k}={v}"));
-    }
-    let version = latest.json["chart"]["metadata"]["version"]
-        .as_str()
-        .unwrap_or("1.18.4")
-        .to_string();
-    charts::apply_chart(c, "cilium", &version, "cilium", ns, &values).await?;
-    charts::store_release(
-        c,
-        ns,
-        "cilium",
-        "cilium",
-        &version,
-        &values,
-        "deployed",
-        "Upgrade complete",
-    )
+    charts::upgrade_reusing_values(c, ns, "cilium", |values| {
+        for (k, v) in kv {
+            charts::set_value(values, &format!("{k}={v}"));
+        }
+    })
     .await?;
     Ok(())
 }
