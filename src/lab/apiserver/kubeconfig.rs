@@ -13,6 +13,18 @@ pub fn write_kubeconfig(
     entries: &[(String, String, String)],
     current: Option<&str>,
 ) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Two writers merging into one file at once (both clusters' kubeconfig steps run in parallel)
+    // would lose one's context: hold `<file>.lock` across the read-modify-write, as client-go's
+    // ModifyConfig does.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path.with_extension("lock"))?;
+    lock.lock()?;
     let mut cfg: Value = match std::fs::read_to_string(path) {
         Ok(t) if !t.trim().is_empty() => serde_saphyr::from_str(&t).unwrap_or_else(|_| json!({})),
         _ => json!({}),
@@ -52,18 +64,16 @@ pub fn write_kubeconfig(
     {
         cfg["current-context"] = json!(c);
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
     // JSON is valid YAML, and every kubeconfig reader accepts it.
     let text = serde_json::to_string_pretty(&cfg)?;
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     std::fs::write(&tmp, text)?;
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600));
     }
     std::fs::rename(&tmp, path)?;
+    drop(lock);
     Ok(())
 }
 
