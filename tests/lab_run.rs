@@ -311,3 +311,66 @@ fn a_hanging_tool_is_killed_at_the_step_timeout() {
         text(&leftover.stdout)
     );
 }
+
+#[test]
+fn lab_serve_prints_a_kubeconfig_that_kubectl_can_use_and_stops_on_ctrl_c() {
+    use std::io::BufRead;
+    let st = tempfile::tempdir().unwrap();
+    // Bootstrap the lab's clusters first, so there are nodes to look at.
+    assert_eq!(
+        run(&["run", "--step", "kubeconfig/*"], st.path(), None)
+            .status
+            .code(),
+        Some(0)
+    );
+    let mut serve = Command::new(bin())
+        .args(["lab", "serve"])
+        .env("BOOTSTRAP_STATE_DIR", st.path())
+        .env_remove("BOOTSTRAP_PLAN")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(serve.stdout.take().unwrap()).lines();
+    let mut kubeconfig = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(p) = line.trim().strip_prefix("export KUBECONFIG=") {
+            kubeconfig = Some(p.to_string());
+        }
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    let kubeconfig = kubeconfig.expect("serve prints the kubeconfig");
+    let kubectl = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+        .expect("a real kubectl on PATH (scripts/ensure-kubectl)");
+    let nodes = Command::new(kubectl)
+        .args([
+            "--kubeconfig",
+            &kubeconfig,
+            "--context",
+            "admin@apps",
+            "get",
+            "nodes",
+            "-o",
+            "name",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&nodes.stdout),
+        "node/apps-01\nnode/apps-02\nnode/apps-03\n",
+        "{}",
+        text(&nodes.stderr)
+    );
+    Command::new("kill")
+        .args(["-INT", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    let status = serve.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
