@@ -69,6 +69,8 @@ pub struct Unit {
     pub retry: Retry,
     pub confirm: bool,
     pub stdin: bool,
+    /// Serial group: units of one group never run at the same time.
+    pub serial: Option<String>,
     /// Rendered environment; values may be `op://` references (resolved at run time).
     pub env: BTreeMap<String, String>,
     /// sha256 of the rendered definition.
@@ -548,6 +550,7 @@ impl Dag {
                             retry: retry.clone(),
                             confirm: step.confirm,
                             stdin: step.stdin,
+                            serial: step.serial.clone(),
                             env,
                             fingerprint: fp,
                             file: file.clone(),

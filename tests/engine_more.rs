@@ -388,3 +388,44 @@ steps:
     );
     assert!(report.contains("needs a step that failed"), "{report}");
 }
+
+#[test]
+fn steps_of_one_serial_group_never_overlap_while_others_do() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: merge-a
+    serial: shared-file
+    run: { shell: "date +%s%N > {W}/marks/a.start; sleep 0.5; date +%s%N > {W}/marks/a.end" }
+  - id: merge-b
+    serial: shared-file
+    run: { shell: "date +%s%N > {W}/marks/b.start; sleep 0.5; date +%s%N > {W}/marks/b.end" }
+  - id: free
+    run: { shell: "date +%s%N > {W}/marks/f.start; sleep 0.5; date +%s%N > {W}/marks/f.end" }
+"#,
+    );
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let n = |f: &str| {
+        ws.read(&format!("marks/{f}"))
+            .trim()
+            .parse::<u128>()
+            .unwrap()
+    };
+    assert!(
+        n("a.end") <= n("b.start") || n("b.end") <= n("a.start"),
+        "the serial steps overlapped"
+    );
+    let (first_start, first_end) = if n("a.start") < n("b.start") {
+        (n("a.start"), n("a.end"))
+    } else {
+        (n("b.start"), n("b.end"))
+    };
+    assert!(
+        n("f.start") < first_end && first_start < n("f.end"),
+        "an unrelated step was held back"
+    );
+}

@@ -92,6 +92,9 @@ pub struct StepView {
     pub retry: Option<crate::dag::Retry>,
     pub confirm: bool,
     pub stdin: bool,
+    /// Serial group: steps of one group never run at the same time.
+    #[serde(default)]
+    pub serial: Option<String>,
     /// Environment as rendered: secret values appear only as their `op://` references.
     pub env: BTreeMap<String, String>,
     pub fingerprint: String,
@@ -283,6 +286,7 @@ pub fn build(ws: &Workspace, sel: &Selection, args: &SelectionArgs) -> DryRun {
                 retry: Some(u.retry.clone()),
                 confirm: u.confirm,
                 stdin: u.stdin,
+                serial: u.serial.clone(),
                 env: u.env.clone(),
                 fingerprint: u.fingerprint.clone(),
                 probe: None,
@@ -323,6 +327,7 @@ pub fn build(ws: &Workspace, sel: &Selection, args: &SelectionArgs) -> DryRun {
                 retry: None,
                 confirm: false,
                 stdin: false,
+                serial: None,
                 env: BTreeMap::new(),
                 fingerprint: g.fingerprint.clone(),
                 probe: None,

@@ -143,6 +143,12 @@ pub fn render(v: &DryRun, color: bool) -> String {
                 ""
             }
         );
+        if let Some(g) = &st.serial {
+            let _ = writeln!(
+                o,
+                "      serial: {g} (never alongside another step of this group)"
+            );
+        }
         if !st.needs.is_empty() {
             let _ = writeln!(o, "      needs:  {}", st.needs.join(", "));
         }

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::checks::Clusters;
 use crate::cli::{Global, OutputMode};
-use crate::dag::{Selection, Work};
+use crate::dag::{Selection, Unit, Work};
 use crate::dryrun::StepStatus;
 use crate::error::{Exit, ExitError, Result};
 use crate::exec::Cancel;
@@ -306,6 +306,7 @@ pub async fn execute(
     let mut tails: BTreeMap<String, (String, String)> = BTreeMap::new();
     let mut announced_phases: HashSet<String> = HashSet::new();
     let mut finished_count = 0usize;
+    let mut held: HashSet<String> = HashSet::new();
     let total = sel.order.len();
     let lab_plan = ws.spec.plan.lab;
     let mut cancel_watch = cancel.clone();
@@ -313,7 +314,15 @@ pub async fn execute(
     loop {
         // Start what can start.
         while !stop_new && running < concurrency && cancel.level() == 0 {
-            let Some(&(p, i)) = ready.iter().next() else {
+            // The first ready unit whose serial group is free.
+            let serial_of = |i: usize| match &ws.dag.work[i] {
+                Work::Step(u) if todo.contains(&i) => u.serial.clone(),
+                _ => None,
+            };
+            let Some(&(p, i)) = ready
+                .iter()
+                .find(|(_, i)| serial_of(*i).is_none_or(|g| !held.contains(&g)))
+            else {
                 break;
             };
             ready.remove(&(p, i));
@@ -417,6 +426,9 @@ pub async fn execute(
                 }
             }
             running += 1;
+            if let Some(g) = serial_of(i) {
+                held.insert(g);
+            }
             let ctx = unit::UnitCtx {
                 ws_work: w.clone(),
                 index: i,
@@ -451,6 +463,9 @@ pub async fn execute(
                         emit(e, &mut reporter, &mut report);
                     }
                     running -= 1;
+                    if let Work::Step(Unit { serial: Some(g), .. }) = &ws.dag.work[r.index] {
+                        held.remove(g);
+                    }
                     finished_count += 1;
                     let w = &ws.dag.work[r.index];
                     let id = w.id().to_string();

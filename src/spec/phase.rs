@@ -64,6 +64,10 @@ pub struct Step {
     /// Give the command the terminal's stdin (otherwise stdin is closed).
     #[serde(default)]
     pub stdin: bool,
+    /// Steps of the same serial group never run at the same time (for example, steps that merge
+    /// into one shared file).
+    #[serde(default)]
+    pub serial: Option<String>,
     /// Extra environment; values are templates. `op://` references are resolved at run time.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
