@@ -184,13 +184,17 @@ pub async fn run(
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            let msg = format!(
-                "{}: {e}",
-                match &spec.program {
-                    Program::Argv(a) => a[0].clone(),
-                    Program::Shell(_) => "sh".into(),
-                }
-            );
+            let prog = match &spec.program {
+                Program::Argv(a) => a[0].clone(),
+                Program::Shell(_) => "sh".into(),
+            };
+            let msg = if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "{prog}: command not found on PATH (install it; `bootstrap lint --tools` lists what the steps need)"
+                )
+            } else {
+                format!("{prog}: {e}")
+            };
             if let Some(f) = &mut log {
                 let _ = f
                     .write_all(format!("{} ---- {msg}\n", crate::state::now()).as_bytes())
