@@ -41,6 +41,8 @@ fn from_finished(f: &Finished) -> Said {
         passed: f.success(),
         detail: if f.success() {
             crate::report::first_line(&f.tail(5)).to_string()
+        } else if let exec::Ending::SpawnFailed(why) = &f.ending {
+            why.clone()
         } else {
             format!("{}: {}", f.describe(), f.tail(20))
         },
