@@ -145,3 +145,24 @@ fn real_kubectl_works_against_the_lab() {
         "namespace \"demo\" deleted\n"
     );
 }
+
+#[test]
+fn kubectl_get_prints_the_servers_table_columns() {
+    let l = TestLab::start(None);
+    l.talos_up("apps");
+    let o = Command::new(kubectl_path())
+        .arg("--kubeconfig")
+        .arg(l.kubeconfig())
+        .args(["--context", "admin@apps", "get", "nodes"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", lab::err(&o));
+    let out = lab::out(&o);
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]);
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        (row[0], row[1], row[2], row[4]),
+        ("apps-01", "NotReady", "control-plane", "v1.34.2")
+    );
+}

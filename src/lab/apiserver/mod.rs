@@ -8,6 +8,7 @@
 pub mod kubeconfig;
 mod protobuf;
 pub mod store;
+mod table;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -242,10 +243,32 @@ async fn handle(
             if q.get("watch").is_some_and(|v| v == "true" || v == "1") {
                 return watch(store, t, q).await;
             }
+            let accept = headers
+                .get("accept")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if table::wants_table(accept) {
+                let (items, rv) = store.list(&t.res, t.ns.as_deref());
+                let items: Vec<Value> = items.into_iter().filter(|o| selected(o, &q)).collect();
+                return json_response(200, &table::table(&t.res, &items, &rv.to_string()));
+            }
             list(&store, &t, &q)
         }
         (Method::GET, Some(name)) => match store.get(&t.res, t.ns.as_deref(), name) {
-            Ok(o) => json_response(200, &o),
+            Ok(o) => {
+                let accept = headers
+                    .get("accept")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if table::wants_table(accept) {
+                    let rv = o["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string();
+                    return json_response(200, &table::table(&t.res, &[o], &rv));
+                }
+                json_response(200, &o)
+            }
             Err(e) => err(e),
         },
         (Method::POST, None) => match parse_body(&headers, &body) {

@@ -133,8 +133,21 @@ async fn check_pre(c: &Remote) -> i32 {
 fn crd(group: &str, plural: &str, kind: &str, version: &str) -> Value {
     json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
         "metadata": {"name": format!("{plural}.{group}"), "labels": {"app.kubernetes.io/part-of": "flux"}},
-        "spec": {"group": group, "scope": "Namespaced", "names": {"plural": plural, "kind": kind, "singular": kind.to_lowercase(), "listKind": format!("{kind}List")},
+        "spec": {"group": group, "scope": "Namespaced", "names": {"plural": plural, "kind": kind, "singular": kind.to_lowercase(), "listKind": format!("{kind}List"), "shortNames": short_names(plural)},
                  "versions": [{"name": version, "served": true, "storage": true, "subresources": {"status": {}}, "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}})
+}
+
+/// The short names Flux's CRDs declare (`kubectl get ks`, `hr`, …).
+fn short_names(plural: &str) -> Vec<&'static str> {
+    match plural {
+        "kustomizations" => vec!["ks"],
+        "helmreleases" => vec!["hr"],
+        "gitrepositories" => vec!["gitrepo"],
+        "helmrepositories" => vec!["helmrepo"],
+        "ocirepositories" => vec!["ocirepo"],
+        "helmcharts" => vec!["hc"],
+        _ => vec![],
+    }
 }
 
 const CONTROLLERS: &[&str] = &[
