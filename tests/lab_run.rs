@@ -14,17 +14,7 @@ fn run(
     state: &std::path::Path,
     phases: Option<&std::path::Path>,
 ) -> std::process::Output {
-    let mut cmd = Command::new(bin());
-    cmd.args(args)
-        .env("BOOTSTRAP_STATE_DIR", state)
-        .env_remove("BOOTSTRAP_PLAN")
-        .env("NO_COLOR", "1")
-        .env("CI", "true")
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if let Some(p) = phases {
-        cmd.arg("--phases").arg(p);
-    }
-    cmd.output().expect("run bootstrap")
+    run_env(args, state, phases, &[])
 }
 
 #[test]
