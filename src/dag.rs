@@ -269,6 +269,20 @@ fn render_action(
         ActionSpec::Condition(c) => Some(&mut c.cluster),
         ActionSpec::Exists(c) | ActionSpec::Absent(c) => Some(&mut c.cluster),
         ActionSpec::Crd(c) => Some(&mut c.cluster),
+        ActionSpec::Field(c) => Some(&mut c.cluster),
+        ActionSpec::Kustomizations(c) | ActionSpec::Helmreleases(c) => Some(&mut c.cluster),
+        ActionSpec::HelmValues(c) => Some(&mut c.cluster),
+        ActionSpec::Manual(_) if !field.starts_with("gate") => {
+            return Err(UserError::new(
+                "a manual check is a checklist item for a person: only gate items may be manual",
+            )
+            .in_file(file)
+            .at(line, 1)
+            .field(field)
+            .help("move it to the phase's gate, or give the step a check it can run")
+            .with_source_line());
+        }
+        ActionSpec::Manual(_) => None,
         ActionSpec::Cmd(argv) => {
             if argv.is_empty() {
                 return Err(UserError::new("the command is empty")

@@ -355,6 +355,7 @@ fn argv_of(a: &ActionSpec) -> Option<&[String]> {
     match a {
         ActionSpec::Cmd(v) => Some(v),
         ActionSpec::Json(j) => Some(&j.cmd),
+        ActionSpec::HelmValues(h) => Some(&h.cmd),
         _ => None,
     }
 }

@@ -5,6 +5,8 @@
 //! check is driven by a watch on what it reads, wrapped in its own timeout. It never shells out to
 //! kubectl and never decides what to do with the outcome: the engine does.
 
+pub mod field;
+pub mod flux;
 mod rules;
 
 use std::path::PathBuf;
@@ -42,7 +44,11 @@ pub struct Outcome {
 pub fn is_kube(a: &ActionSpec) -> bool {
     !matches!(
         a,
-        ActionSpec::Cmd(_) | ActionSpec::Shell(_) | ActionSpec::Json(_)
+        ActionSpec::Cmd(_)
+            | ActionSpec::Shell(_)
+            | ActionSpec::Json(_)
+            | ActionSpec::HelmValues(_)
+            | ActionSpec::Manual(_)
     )
 }
 
@@ -104,6 +110,8 @@ impl Clusters {
             ActionSpec::Condition(c) => c.cluster.as_deref(),
             ActionSpec::Exists(c) | ActionSpec::Absent(c) => c.cluster.as_deref(),
             ActionSpec::Crd(c) => c.cluster.as_deref(),
+            ActionSpec::Field(c) => c.cluster.as_deref(),
+            ActionSpec::Kustomizations(c) | ActionSpec::Helmreleases(c) => c.cluster.as_deref(),
             _ => None,
         }
     }
@@ -118,7 +126,7 @@ impl Clusters {
         match mode {
             Mode::Once => {
                 let client = self.client(&cluster).await?;
-                rules::evaluate(&client, check, &self.expected(&cluster, check)).await
+                evaluate_with(&client, check, &self.expected(&cluster, check)).await
             }
             Mode::Wait(timeout) => {
                 let mut last = Outcome {
@@ -131,12 +139,8 @@ impl Clusters {
                             Ok(client) => {
                                 // Re-evaluate on every change to what the check reads (and at least
                                 // every few seconds, in case a watch is not possible yet).
-                                match rules::evaluate(
-                                    &client,
-                                    check,
-                                    &self.expected(&cluster, check),
-                                )
-                                .await
+                                match evaluate_with(&client, check, &self.expected(&cluster, check))
+                                    .await
                                 {
                                     Ok(o) if o.passed => return o,
                                     Ok(o) => last = o,
@@ -207,6 +211,22 @@ impl Clusters {
     }
 }
 
+/// Dispatch to the rule of each check kind.
+async fn evaluate_with(
+    client: &kube::Client,
+    check: &ActionSpec,
+    expected_nodes: &[String],
+) -> Result<Outcome> {
+    match check {
+        ActionSpec::Field(c) => field::evaluate(client, c).await,
+        ActionSpec::Kustomizations(c) => {
+            flux::evaluate(client, flux::FluxKind::Kustomization, c).await
+        }
+        ActionSpec::Helmreleases(c) => flux::evaluate(client, flux::FluxKind::HelmRelease, c).await,
+        other => rules::evaluate(client, other, expected_nodes).await,
+    }
+}
+
 /// What a check reads, for its watch.
 fn watched_resource(check: &ActionSpec) -> ApiResource {
     let gvk = |api: &str, kind: &str| {
@@ -218,6 +238,9 @@ fn watched_resource(check: &ActionSpec) -> ApiResource {
         ActionSpec::Rollout(r) => gvk("apps/v1", &r.kind),
         ActionSpec::Condition(c) => gvk(&c.api_version, &c.kind),
         ActionSpec::Exists(c) | ActionSpec::Absent(c) => gvk(&c.api_version, &c.kind),
+        ActionSpec::Field(c) => gvk(&c.api_version, &c.kind),
+        ActionSpec::Kustomizations(_) => flux::FluxKind::Kustomization.resource(),
+        ActionSpec::Helmreleases(_) => flux::FluxKind::HelmRelease.resource(),
         _ => gvk("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
     }
 }

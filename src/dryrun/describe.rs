@@ -104,5 +104,59 @@ pub fn describe_action(a: &ActionSpec) -> String {
             };
             format!("{}  [json .{} {want}]", argv(&j.cmd), j.field)
         }
+        ActionSpec::Field(c) => {
+            let want = match &c.equals {
+                Some(e) => format!("== {e:?}"),
+                None => format!("in {:?}", c.one_of),
+            };
+            format!(
+                "[kube] {} {} ({}) .{} {want}{}",
+                c.kind,
+                ns_name(&c.namespace, &c.name),
+                c.api_version,
+                c.field,
+                on(&c.cluster)
+            )
+        }
+        ActionSpec::Kustomizations(c) | ActionSpec::Helmreleases(c) => {
+            let kind = if matches!(a, ActionSpec::Kustomizations(_)) {
+                "Kustomizations"
+            } else {
+                "HelmReleases"
+            };
+            let ns = c.namespace.clone().unwrap_or_else(|| "flux-system".into());
+            let mut which: Vec<String> = c
+                .names
+                .iter()
+                .map(|n| {
+                    if n.contains('/') {
+                        n.clone()
+                    } else {
+                        format!("{ns}/{n}")
+                    }
+                })
+                .collect();
+            if let Some(sel) = &c.selector {
+                which.push(format!("selector {sel}"));
+            }
+            let what = if c.ready {
+                "Ready (root cause on failure)"
+            } else {
+                "exist"
+            };
+            format!(
+                "[kube] {kind} {what}: {}{}",
+                which.join(", "),
+                on(&c.cluster)
+            )
+        }
+        ActionSpec::HelmValues(h) => format!(
+            "{}  [values == HelmRelease {}/{}{}]",
+            argv(&h.cmd),
+            h.namespace,
+            h.name,
+            on(&h.cluster)
+        ),
+        ActionSpec::Manual(text) => format!("[manual] {text}"),
     }
 }

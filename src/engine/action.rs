@@ -78,9 +78,82 @@ fn first_document(text: &str) -> Option<Value> {
     de.next().and_then(|r| r.ok())
 }
 
+/// How a manual gate item's detail starts (reporters mark such items as manual, not as checked).
+pub const MANUAL: &str = "manual, verify by hand: ";
+
+/// Whether a gate item's detail is a manual item's.
+pub fn is_manual(detail: &str) -> bool {
+    detail.starts_with(MANUAL)
+}
+
+fn said(passed: bool, detail: String) -> Said {
+    Said {
+        passed,
+        detail,
+        exit_code: None,
+        output: Vec::new(),
+        interrupted: false,
+    }
+}
+
 /// Evaluate once, with a deadline for commands.
 pub async fn once(a: &ActionSpec, ctx: &Ctx<'_>, timeout: Duration, label: &str) -> Said {
     match a {
+        ActionSpec::Manual(text) => said(true, format!("{MANUAL}{text}")),
+        ActionSpec::HelmValues(h) => {
+            let f = run_program(Program::Argv(h.cmd.clone()), ctx, timeout, label).await;
+            let mut out = from_finished(&f);
+            if !f.success() {
+                return out;
+            }
+            let text = f.stdout.join("\n");
+            let deployed = if text.trim().is_empty() {
+                Value::Null
+            } else {
+                match first_document(&text) {
+                    Some(v) => v,
+                    None => {
+                        out.passed = false;
+                        out.detail = format!(
+                            "expected the release's values as JSON on stdout, got: {}",
+                            crate::report::first_line(&text)
+                        );
+                        return out;
+                    }
+                }
+            };
+            let cluster = h.cluster.clone().unwrap_or_default();
+            match ctx
+                .clusters
+                .helmrelease_values(&cluster, &h.namespace, &h.name)
+                .await
+            {
+                Err(e) => said(false, format!("{e:#}")),
+                Ok(wanted) => {
+                    let diff = checks::flux::values_diff(&deployed, &wanted);
+                    if diff.is_empty() {
+                        said(
+                            true,
+                            format!(
+                                "the deployed values equal HelmRelease {}/{}'s values",
+                                h.namespace, h.name
+                            ),
+                        )
+                    } else {
+                        said(
+                            false,
+                            format!(
+                                "{} key(s) differ between the deployed release and HelmRelease {}/{} (Flux would change them and roll the pods): {}",
+                                diff.len(),
+                                h.namespace,
+                                h.name,
+                                diff.join("; ")
+                            ),
+                        )
+                    }
+                }
+            }
+        }
         ActionSpec::Cmd(argv) => {
             let f = run_program(Program::Argv(argv.clone()), ctx, timeout, label).await;
             from_finished(&f)

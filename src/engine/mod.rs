@@ -5,7 +5,7 @@
 //! itself: it emits [`Event`]s to reporters. Journal writes happen here, on the dispatcher's side,
 //! before the run moves on.
 
-mod action;
+pub(crate) mod action;
 mod commands;
 mod unit;
 

@@ -104,11 +104,15 @@ impl Reporter for Bars {
                 detail,
                 ..
             } => {
-                let _ = self.multi.println(if *passed {
-                    format!("    ☑ {item}")
-                } else {
-                    format!("    ☒ {item}: {}", first_line(detail))
-                });
+                let _ = self
+                    .multi
+                    .println(if crate::engine::action::is_manual(detail) {
+                        format!("    ☐ {item} (manual): {}", first_line(detail))
+                    } else if *passed {
+                        format!("    ☑ {item}")
+                    } else {
+                        format!("    ☒ {item}: {}", first_line(detail))
+                    });
             }
             Event::GateFinished { phase, passed } => {
                 let _ = self.multi.println(format!(

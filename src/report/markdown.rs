@@ -123,10 +123,13 @@ impl MarkdownReport {
                         detail,
                         ..
                     } => {
+                        // A manual item is listed unticked: bootstrap did not check it.
+                        let manual = crate::engine::action::is_manual(detail);
                         let _ = writeln!(
                             o,
-                            "- [{}] `{item}` {text}: {}",
-                            if *passed { "x" } else { " " },
+                            "- [{}] `{item}`{} {text}: {}",
+                            if *passed && !manual { "x" } else { " " },
+                            if manual { " (manual)" } else { "" },
                             detail.lines().next().unwrap_or("")
                         );
                     }

@@ -191,7 +191,9 @@ impl Reporter for Plain {
                 detail,
                 ..
             } => {
-                if *passed {
+                if crate::engine::action::is_manual(detail) {
+                    Some(format!("  ☐ {item} (manual): {}", first_line(detail)))
+                } else if *passed {
                     (!self.quiet).then(|| format!("  ✔ {item}"))
                 } else {
                     Some(format!("  ✗ {item}: {}", first_line(detail)))

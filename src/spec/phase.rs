@@ -122,6 +122,85 @@ pub enum ActionSpec {
     Crd(CrdCheck),
     /// Run a command that prints JSON and compare one field (typed, not a match on text).
     Json(JsonCheck),
+    /// Built-in Kubernetes check: one field of any object equals a value (or one of several).
+    Field(FieldCheck),
+    /// Built-in Kubernetes check: Flux Kustomizations are all Ready (root cause on failure).
+    Kustomizations(FluxCheck),
+    /// Built-in Kubernetes check: Flux HelmReleases are all Ready (root cause on failure).
+    Helmreleases(FluxCheck),
+    /// Run a command that prints a release's values as JSON (`helm get values -o json`) and compare
+    /// them with what a HelmRelease renders (its `valuesFrom`, then its inline values).
+    #[serde(rename = "helm_values")]
+    HelmValues(HelmValuesCheck),
+    /// A checklist item a person verifies (gate items only): what to look at. It is listed in
+    /// `plan` and in the run report as manual, never silently dropped and never claimed as checked.
+    Manual(String),
+}
+
+/// `field:` check: `field` is a dot path (`status.ceph.health`, `status.conditions.0.type`) of any
+/// object, compared as a string with `equals` or one of `one_of`. Where the object has
+/// `status.observedGeneration`, it must equal `metadata.generation`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FieldCheck {
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub name: String,
+    pub field: String,
+    #[serde(default)]
+    pub equals: Option<String>,
+    #[serde(default)]
+    pub one_of: Vec<String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+/// `kustomizations:` / `helmreleases:` check: every named object (or every object matching
+/// `selector`) is Ready. `names` are `name` (in `namespace`) or `namespace/name`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FluxCheck {
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Namespace of bare names and of the selector (default `flux-system`; a selector with
+    /// namespace `"*"` looks in every namespace).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// A label selector, e.g. `bootstrap.dev/phase=storage`.
+    #[serde(default)]
+    pub selector: Option<String>,
+    /// false: existing is enough (they are in the repository and Flux applied them).
+    #[serde(default = "yes")]
+    pub ready: bool,
+    /// Where the plan says these objects are defined in the Git repository (for the message
+    /// when one is missing).
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `helm_values:` check: `cmd` prints the deployed values as JSON (`helm get values NAME -o json`);
+/// they must equal the effective values of HelmRelease `namespace/name` on `cluster`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HelmValuesCheck {
+    pub cmd: Vec<String>,
+    #[serde(default)]
+    pub cluster: Option<String>,
+    pub namespace: String,
+    pub name: String,
 }
 
 /// `json:` check: run `cmd`, parse stdout as JSON (or a stream of JSON documents: the first one),
