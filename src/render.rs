@@ -176,6 +176,9 @@ pub fn plan_value(plan: &Plan, state_dir: &Path) -> Value {
             "branch": plan.git.branch,
             "paths": plan.git.paths,
             "personal": plan.git.personal,
+            "checkout": plan_path(plan, state_dir, plan.git.checkout.as_deref().unwrap_or(".")),
+            "phases": plan.git.phases,
+            "cilium_values": plan.git.cilium_values,
         },
         "secrets": secrets,
         "paths": {

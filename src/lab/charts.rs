@@ -57,7 +57,7 @@ fn truthy(v: &Value) -> bool {
     }
 }
 
-fn workload(
+pub(crate) fn workload(
     kind: &str,
     name: &str,
     ns: &str,
@@ -171,7 +171,12 @@ pub fn render(chart: &str, version: &str, release: &str, ns: &str, values: &Valu
                 out.push(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "clustermesh-apiserver", "namespace": ns},
                     "spec": {"type": st, "selector": {"app.kubernetes.io/name": "clustermesh-apiserver"}, "ports": [{"name": "apiserv", "port": 2379, "nodePort": 32379, "protocol": "TCP"}]}}));
             }
+            out.extend(super::sim::mesh::render_mesh_secrets(ns, values));
             out
+        }
+        "jaeger" => super::sim::jaeger::render(version, release, ns, values),
+        "rook-ceph" | "rook-ceph-cluster" | "openebs" | "velero" => {
+            super::sim::storage::render(chart, version, release, ns, values)
         }
         other => vec![workload(
             "Deployment",

@@ -151,6 +151,22 @@ pub enum FaultKind {
         namespace: String,
         release: String,
     },
+    /// A CephCluster never gets past `HEALTH_WARN` (e.g. too few OSDs for the pool size).
+    CephHealthWarn { cluster: String },
+    /// A HelmRelease's install (or upgrade) fails with a chart error `message`.
+    HelmreleaseFails {
+        cluster: String,
+        namespace: String,
+        name: String,
+        message: String,
+    },
+    /// A Kustomization fails to build or apply with `message` (its dependents then report
+    /// `dependency '…' is not ready`).
+    KustomizationFails {
+        cluster: String,
+        name: String,
+        message: String,
+    },
 }
 
 fn one() -> i32 {

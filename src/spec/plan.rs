@@ -127,6 +127,18 @@ pub struct GitSource {
     pub paths: BTreeMap<String, String>,
     #[serde(default)]
     pub personal: bool,
+    /// A local clone of the repository, for files steps read from it (the Cilium values).
+    /// `{{ state_dir }}` may be used (the lab serves its tree from the state directory).
+    #[serde(default)]
+    pub checkout: Option<String>,
+    /// Where each phase's Flux Kustomizations are defined in the repository, by phase id and
+    /// cluster name (a user with another layout edits only these).
+    #[serde(default)]
+    pub phases: BTreeMap<String, BTreeMap<String, String>>,
+    /// The Cilium values file of each cluster, relative to the repository root: the only copy,
+    /// read by the HelmRelease (valuesFrom) and by the bootstrap install (`helm -f`).
+    #[serde(default)]
+    pub cilium_values: BTreeMap<String, String>,
 }
 
 fn default_branch() -> String {

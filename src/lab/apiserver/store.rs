@@ -131,6 +131,15 @@ pub fn builtin() -> Vec<Resource> {
             &[],
         ),
         r(
+            "storage.k8s.io",
+            "v1",
+            "storageclasses",
+            "StorageClass",
+            false,
+            false,
+            &["sc"],
+        ),
+        r(
             "discovery.k8s.io",
             "v1",
             "endpointslices",

@@ -7,7 +7,9 @@
 //! Owns no HTTP and no tool behaviour.
 
 pub mod flux;
+pub mod jaeger;
 pub mod mesh;
+pub mod storage;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -53,6 +55,7 @@ struct Sim {
     dir: LabDir,
     started: HashMap<String, (i64, Instant)>,
     flux: flux::FluxState,
+    storage: storage::StorageState,
 }
 
 /// Seconds per pod becoming ready, at speed 1.
@@ -199,6 +202,15 @@ impl Sim {
 
         // Flux reconciles whatever happened above; its errors are retried on the next tick.
         let _ = flux::tick(&mut self.flux, &c, &self.dir, &self.topo, &self.cluster).await;
+        // Storage operators (Rook, Velero) move their resources' status.
+        let _ = storage::tick(
+            &mut self.storage,
+            &c,
+            &self.cluster,
+            &faults,
+            self.topo.speed,
+        )
+        .await;
         Ok(())
     }
 }
@@ -217,6 +229,7 @@ pub fn start(
         dir,
         started: HashMap::new(),
         flux: flux::FluxState::default(),
+        storage: storage::StorageState::default(),
     };
     tokio::spawn(async move {
         loop {

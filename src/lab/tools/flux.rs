@@ -490,8 +490,8 @@ async fn reconcile(c: &Remote, kind: &str, name: &str, ns: &str, with_source: bo
         ));
     };
     action(&format!("annotating {label} {name} in {ns} namespace"));
-    o["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"] =
-        json!(jiff::Timestamp::now().to_string());
+    let requested = jiff::Timestamp::now().to_string();
+    o["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"] = json!(requested);
     if let Err(e) = c.replace(o).await {
         return fail(&e.to_string());
     }
@@ -499,7 +499,24 @@ async fn reconcile(c: &Remote, kind: &str, name: &str, ns: &str, with_source: bo
     eprintln!("◎ waiting for {label} reconciliation");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     loop {
-        if let Some(o) = c.get(api, k, Some(ns), name).await.ok().flatten()
+        let cur = c.get(api, k, Some(ns), name).await.ok().flatten();
+        // The controller has handled this request and says it failed (facts: real-tools.md §4.4:
+        // `✗ Kustomization reconciliation failed: <Ready message>`, exit 1).
+        if let Some(o) = &cur
+            && o["status"]["lastHandledReconcileAt"].as_str() == Some(requested.as_str())
+            && !ready(o)
+            && let Some(cond) = o["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            && cond["status"] == "False"
+        {
+            return fail(&format!(
+                "{label} reconciliation failed: {}",
+                cond["message"].as_str().unwrap_or("")
+            ));
+        }
+        if let Some(o) = cur
+            && o["status"]["lastHandledReconcileAt"].as_str() == Some(requested.as_str())
             && ready(&o)
         {
             let rev = o["status"]["lastAppliedRevision"]

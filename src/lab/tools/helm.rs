@@ -23,6 +23,7 @@ const VALUED: &[&str] = &[
     "-f",
     "--values",
     "--description",
+    "--revision",
 ];
 
 fn fail(msg: &str) -> i32 {
@@ -87,14 +88,26 @@ pub fn main(args: &[String]) -> i32 {
                 Err(e) => fail(&e.to_string()),
             },
             ["list" | "ls"] => list(&c, args, &ns).await,
+            ["get", "values", name] => get_values(&c, args, &ns, name).await,
             ["rollback", name, rest @ ..] => rollback(&c, &ns, name, rest.first().and_then(|r| r.parse().ok())).await,
             _ => fail(&format!("unknown command {:?} for \"helm\"", pos.first().map(String::as_str).unwrap_or(""))),
         }
     })
 }
 
-fn values_from(args: &[String]) -> Value {
+/// Values as helm merges them: each `-f/--values` file in order, then `--set` (facts: real-tools.md
+/// §5; later sources win, maps merge key by key).
+fn values_from(args: &[String]) -> Result<Value, String> {
     let mut v = json!({});
+    for f in common::flags(args, &["-f", "--values"]) {
+        let text = std::fs::read_to_string(&f)
+            .map_err(|e| format!("open {f}: {}", e.to_string().to_lowercase()))?;
+        let parsed: Value = serde_saphyr::from_str(&text)
+            .map_err(|e| format!("failed to parse {f}: error converting YAML to JSON: {e}"))?;
+        if parsed.is_object() {
+            crate::checks::flux::merge(&mut v, &parsed);
+        }
+    }
     for s in common::flags(args, &["--set", "--set-string"]) {
         // `--set a=b,c=d` sets several keys (commas inside {…} belong to the value).
         let mut depth = 0;
@@ -113,7 +126,7 @@ fn values_from(args: &[String]) -> Value {
         }
         charts::set_value(&mut v, &cur);
     }
-    v
+    Ok(v)
 }
 
 async fn upgrade(
@@ -130,7 +143,10 @@ async fn upgrade(
         .unwrap_or(chart_ref)
         .to_string();
     let version = common::flag(args, &["--version"]).unwrap_or_else(|| "1.18.4".into());
-    let values = values_from(args);
+    let values = match values_from(args) {
+        Ok(v) => v,
+        Err(e) => return fail(&e),
+    };
     let latest = match charts::latest(c, ns, name).await {
         Ok(l) => l,
         Err(e) => return fail(&e.to_string()),
@@ -315,4 +331,41 @@ async fn rollback(c: &Remote, ns: &str, name: &str, to: Option<i64>) -> i32 {
         }
         Err(e) => fail(&e.to_string()),
     }
+}
+
+/// `helm get values NAME [--revision N] [-a] [-o json]`: the user-supplied values of a revision
+/// (the latest by default); `-a` would add the chart defaults, which the lab's charts do not have.
+async fn get_values(c: &Remote, args: &[String], ns: &str, name: &str) -> i32 {
+    let hist = match charts::history(c, ns, name).await {
+        Ok(h) => h,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let rel = match common::flag(args, &["--revision"]) {
+        Some(r) => match r.parse::<i64>() {
+            Ok(n) => hist.iter().find(|x| x.version == n),
+            Err(_) => return fail(&format!("invalid argument \"{r}\" for \"--revision\" flag")),
+        },
+        None => hist.last(),
+    };
+    let Some(rel) = rel else {
+        return fail("release: not found");
+    };
+    let config = rel.json["config"].clone();
+    match common::flag(args, &["-o", "--output"]).as_deref() {
+        Some("json") => println!("{}", serde_json::to_string(&config).unwrap_or_default()),
+        Some("yaml") | None => {
+            println!("USER-SUPPLIED VALUES:");
+            if config.is_null() || config == json!({}) {
+                println!("null");
+            } else {
+                print!("{}", serde_saphyr::to_string(&config).unwrap_or_default());
+            }
+        }
+        Some(other) => {
+            return fail(&format!(
+                "invalid argument \"{other}\" for \"-o, --output\" flag: invalid format type"
+            ));
+        }
+    }
+    0
 }
