@@ -11,17 +11,47 @@ use super::Outcome;
 use crate::error::Result;
 use crate::spec::phase::FieldCheck;
 
-/// Read a dot path (`status.ceph.health`, `items.0.name`) from JSON.
+/// Read a dot path from JSON: `status.ceph.health`, `items.0.name`, and list items by a field,
+/// `spec.ports[name=otlp-grpc].port` or `status.conditions[type=Ready].status`.
 pub fn lookup<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
     let mut cur = v;
     for part in path.split('.').filter(|p| !p.is_empty()) {
-        cur = match cur {
-            Value::Object(m) => m.get(part)?,
-            Value::Array(a) => a.get(part.parse::<usize>().ok()?)?,
-            _ => return None,
+        let (key, select) = match part.split_once('[') {
+            Some((k, rest)) => (k, rest.strip_suffix(']').and_then(|s| s.split_once('='))),
+            None => (part, None),
         };
+        if !key.is_empty() {
+            cur = match cur {
+                Value::Object(m) => m.get(key)?,
+                Value::Array(a) => a.get(key.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        if let Some((k, want)) = select {
+            cur = cur
+                .as_array()?
+                .iter()
+                .find(|item| item.get(k).map(text).as_deref() == Some(want))?;
+        }
     }
     Some(cur)
+}
+
+/// What the object says next to the field: a `message` or Ceph-style `details` beside it.
+fn beside(obj: &Value, path: &str) -> Option<String> {
+    let parent = path.rsplit_once('.').map(|(p, _)| p)?;
+    let p = lookup(obj, parent)?;
+    if let Some(d) = p["details"].as_object().filter(|d| !d.is_empty()) {
+        let parts: Vec<String> = d
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v["message"].as_str().unwrap_or("")))
+            .collect();
+        return Some(format!("{parent}.details: {}", parts.join("; ")));
+    }
+    p["message"]
+        .as_str()
+        .filter(|m| !m.is_empty() && parent != "status")
+        .map(|m| format!("{parent}.message: {m}"))
 }
 
 fn text(v: &Value) -> String {
@@ -75,8 +105,13 @@ pub fn field_rule(
     };
     // What the object says about itself helps when the value is wrong: Rook and Velero write a
     // status message next to the field.
-    if !passed && let Some(m) = obj["status"]["message"].as_str().filter(|m| !m.is_empty()) {
-        detail.push_str(&format!("; status.message: {m}"));
+    if !passed {
+        if let Some(b) = beside(obj, path) {
+            detail.push_str(&format!("; {b}"));
+        }
+        if let Some(m) = obj["status"]["message"].as_str().filter(|m| !m.is_empty()) {
+            detail.push_str(&format!("; status.message: {m}"));
+        }
     }
     Outcome { passed, detail }
 }
@@ -183,6 +218,26 @@ mod tests {
                 &[]
             )
             .passed
+        );
+        let svc = json!({"spec": {"ports": [{"name": "otlp-grpc", "port": 4317}, {"name": "otlp-http", "port": 4318}]}});
+        assert_eq!(
+            lookup(&svc, "spec.ports[name=otlp-http].port"),
+            Some(&json!(4318))
+        );
+        assert_eq!(lookup(&svc, "spec.ports[name=zipkin].port"), None);
+        let warn = json!({"metadata": {"name": "rook-ceph"}, "status": {"ceph": {"health": "HEALTH_WARN", "details": {"TOO_FEW_OSDS": {"message": "OSD count 2 < osd_pool_default_size 3"}}}}});
+        let out = field_rule(
+            &warn,
+            "CephCluster",
+            "status.ceph.health",
+            Some("HEALTH_OK"),
+            &[],
+        );
+        assert!(
+            out.detail
+                .contains("status.ceph.details: TOO_FEW_OSDS: OSD count 2"),
+            "{}",
+            out.detail
         );
     }
 }

@@ -107,7 +107,10 @@ impl Reporter for Bars {
                 let _ = self
                     .multi
                     .println(if crate::engine::action::is_manual(detail) {
-                        format!("    ☐ {item} (manual): {}", first_line(detail))
+                        format!(
+                            "    ☐ {item} (manual): {}",
+                            first_line(detail.trim_start_matches(crate::engine::action::MANUAL))
+                        )
                     } else if *passed {
                         format!("    ☑ {item}")
                     } else {

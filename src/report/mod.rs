@@ -192,7 +192,10 @@ impl Reporter for Plain {
                 ..
             } => {
                 if crate::engine::action::is_manual(detail) {
-                    Some(format!("  ☐ {item} (manual): {}", first_line(detail)))
+                    Some(format!(
+                        "  ☐ {item} (manual): {}",
+                        first_line(detail.trim_start_matches(crate::engine::action::MANUAL))
+                    ))
                 } else if *passed {
                     (!self.quiet).then(|| format!("  ✔ {item}"))
                 } else {

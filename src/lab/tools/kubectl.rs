@@ -106,6 +106,7 @@ pub fn main(args: &[String]) -> i32 {
                 Err(e) if e.to_string().contains("already exists") => fail(&format!("Error from server (AlreadyExists): namespaces \"{name}\" already exists")),
                 Err(e) => fail(&format!("error: {e}")),
             },
+            ["create", "secret", "generic", name] => create_secret(&c, args, &ns, name).await,
             ["annotate", what, rest @ ..] => annotate(&c, what, rest, &ns, common::has(args, &["--overwrite"])).await,
             ["delete", what, name] => {
                 let Some((api, kind, plural, namespaced)) = resolve(what) else { return fail(&format!("error: the server doesn't have a resource type \"{what}\"")) };
@@ -243,6 +244,54 @@ async fn annotate(c: &Remote, what: &str, rest: &[&str], ns: &str, overwrite: bo
             println!("{}/{name} annotated", kind.to_lowercase());
             0
         }
+        Err(e) => fail(&format!("error: {e}")),
+    }
+}
+
+/// `kubectl create secret generic NAME [--from-file=key=path]… [--from-literal=key=value]…`.
+async fn create_secret(c: &Remote, args: &[String], ns: &str, name: &str) -> i32 {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let mut data = serde_json::Map::new();
+    for a in args {
+        if let Some(spec) = a.strip_prefix("--from-file=") {
+            let (key, path) = spec.split_once('=').unwrap_or((
+                std::path::Path::new(spec)
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or(spec),
+                spec,
+            ));
+            match std::fs::read(path) {
+                Ok(b) => {
+                    data.insert(key.to_string(), json!(b64(&b)));
+                }
+                Err(e) => {
+                    return fail(&format!(
+                        "error: error reading {path}: {}",
+                        e.to_string().to_lowercase()
+                    ));
+                }
+            }
+        } else if let Some(spec) = a.strip_prefix("--from-literal=") {
+            let Some((k, v)) = spec.split_once('=') else {
+                return fail(&format!(
+                    "error: invalid literal source {spec}, expected key=value"
+                ));
+            };
+            data.insert(k.to_string(), json!(b64(v.as_bytes())));
+        }
+    }
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                        "metadata": {"name": name, "namespace": ns}, "data": data});
+    match c.create(secret).await {
+        Ok(_) => {
+            println!("secret/{name} created");
+            0
+        }
+        Err(e) if e.to_string().contains("already exists") => fail(&format!(
+            "error: failed to create secret secrets \"{name}\" already exists"
+        )),
         Err(e) => fail(&format!("error: {e}")),
     }
 }
