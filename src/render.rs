@@ -177,8 +177,8 @@ pub fn plan_value(plan: &Plan, state_dir: &Path) -> Value {
             "paths": plan.git.paths,
             "personal": plan.git.personal,
             "checkout": plan_path(plan, state_dir, plan.git.checkout.as_deref().unwrap_or(".")),
-            "phases": plan.git.phases,
-            "cilium_values": plan.git.cilium_values,
+            "phases": git_phases(plan),
+            "cilium_values": cilium_values(plan),
         },
         "secrets": secrets,
         "paths": {
@@ -190,6 +190,51 @@ pub fn plan_value(plan: &Plan, state_dir: &Path) -> Value {
         },
         "vars": plan.vars,
     })
+}
+
+/// Where each phase's Kustomizations live: the plan's `git.phases`, over the reference tree's
+/// layout (`<git.paths[cluster]>/<file>.yaml`) for plans that do not say.
+fn git_phases(plan: &Plan) -> Value {
+    let mut out = serde_json::Map::new();
+    for (phase, file) in [
+        ("foundation", "infrastructure"),
+        ("mesh", "mesh"),
+        ("storage", "storage"),
+    ] {
+        let mut m = serde_json::Map::new();
+        for (cluster, base) in &plan.git.paths {
+            m.insert(cluster.clone(), json!(format!("{base}/{file}.yaml")));
+        }
+        out.insert(phase.to_string(), Value::Object(m));
+    }
+    for (phase, clusters) in &plan.git.phases {
+        let slot = out
+            .entry(phase.clone())
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("object");
+        for (c, p) in clusters {
+            slot.insert(c.clone(), json!(p));
+        }
+    }
+    Value::Object(out)
+}
+
+/// The Cilium values file of each cluster: the plan's `git.cilium_values`, else the reference
+/// tree's `kubernetes/infrastructure/<cluster>/cilium/values.yaml`.
+fn cilium_values(plan: &Plan) -> Value {
+    let mut m = serde_json::Map::new();
+    for c in &plan.clusters {
+        let name = &c.name.value;
+        let p = plan
+            .git
+            .cilium_values
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| format!("kubernetes/infrastructure/{name}/cilium/values.yaml"));
+        m.insert(name.clone(), json!(p));
+    }
+    Value::Object(m)
 }
 
 pub fn cluster_value(c: &Cluster) -> Value {

@@ -221,11 +221,14 @@ pub fn flux_rule(
     }
     let others: Vec<String> = failing
         .iter()
+        .filter(|o| {
+            let (ns, n) = ns_name(o);
+            format!("{ns}/{n}") != chain[0]
+        })
         .map(|o| {
             let (ns, n) = ns_name(o);
-            format!("{ns}/{n}")
+            format!("{ns}/{n} ({})", not_ready(o).unwrap_or_default())
         })
-        .filter(|n| *n != chain[0])
         .collect();
     if !others.is_empty() {
         detail.push_str(&format!("; also not Ready: {}", others.join(", ")));

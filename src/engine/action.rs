@@ -44,7 +44,28 @@ fn from_finished(f: &Finished) -> Said {
         } else if let exec::Ending::SpawnFailed(why) = &f.ending {
             why.clone()
         } else {
-            format!("{}: {}", f.describe(), f.tail(20))
+            // The line that says why first (tools mark it ❌/✗ or start it with "Error"), so a
+            // one-line summary names the cause; then the output's tail.
+            let marked: Vec<&str> = f
+                .output
+                .iter()
+                .map(|l| l.trim())
+                .filter(|l| l.contains('❌') || l.starts_with('✗') || l.starts_with("Error"))
+                .collect();
+            let tail = f.tail(20);
+            let headline = if marked.is_empty() {
+                tail.lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .to_string()
+            } else {
+                marked[marked.len().saturating_sub(2)..].join(" | ")
+            };
+            if headline.is_empty() || tail.trim() == headline {
+                format!("{}: {}", f.describe(), tail.trim())
+            } else {
+                format!("{}: {headline}\n{}", f.describe(), tail.trim())
+            }
         },
         exit_code: f.exit_code(),
         output: f.output.clone(),

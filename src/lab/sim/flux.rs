@@ -247,11 +247,14 @@ fn manifests(f: &Path) -> Vec<Value> {
     docs
 }
 
+/// An applied object: apiVersion, kind, namespace, name.
+type ObjRef = (String, String, Option<String>, String);
+
 #[derive(Default)]
 pub struct FluxState {
     /// What each Kustomization last applied: key -> (generation, revision), and the objects.
     applied: HashMap<String, (i64, String)>,
-    objects: HashMap<String, Vec<(String, String, Option<String>, String)>>,
+    objects: HashMap<String, Vec<ObjRef>>,
 }
 
 fn ready_of(o: &Value) -> bool {
@@ -389,10 +392,7 @@ async fn effective_values(c: &impl Objects, hr: &Value) -> Result<Value, String>
 
 /// kustomize-controller's health check for `wait: true`: every applied HelmRelease Ready and every
 /// workload rolled out. Some(Err) is a failed object, Some(Ok) one still in progress.
-async fn health(
-    c: &impl Objects,
-    objs: &[(String, String, Option<String>, String)],
-) -> Option<Result<String, String>> {
+async fn health(c: &impl Objects, objs: &[ObjRef]) -> Option<Result<String, String>> {
     let mut progressing = None;
     for (api, kind, ns, name) in objs {
         let Ok(Some(o)) = c.get(api, kind, ns.as_deref(), name).await else {
@@ -416,10 +416,8 @@ async fn health(
                 }
                 progressing.get_or_insert(id);
             }
-            "Deployment" | "DaemonSet" | "StatefulSet" => {
-                if !super::workload_ready(&o) {
-                    progressing.get_or_insert(id);
-                }
+            "Deployment" | "DaemonSet" | "StatefulSet" if !super::workload_ready(&o) => {
+                progressing.get_or_insert(id);
             }
             _ => {}
         }
