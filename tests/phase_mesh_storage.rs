@@ -275,7 +275,8 @@ fn mesh_gate_items_fail_naming_their_cause() {
     assert_eq!(o.status.code(), Some(1), "{}", all(&o));
     let out = all(&o);
     for e in [
-        "✗ clustermesh-connected/infra: exit code 1: ❌ cilium-infra is not connected to cluster apps: remote cluster configuration required but not found | Error: Unable to determine status:  timeout while waiting for condition",
+        "✗ clustermesh-connected/infra: ",
+        "exit code 1: ❌ cilium-infra is not connected to cluster apps: remote cluster configuration required but not found | Error: Unable to determine status:  timeout while waiting for condition",
         "✗ global-service-backends: timed out after 6s: EndpointSlice mesh-test/echo-infra not found",
         "✗ jaeger-otlp-grpc: timed out after 6s: Service observability/jaeger not found",
     ] {
@@ -359,4 +360,51 @@ fn homelab_plan_renders_weeks_one_to_four_with_gates_and_manual_items_and_lints_
         "{t}"
     );
     assert!(t.contains("gate/storage"), "{t}");
+}
+
+#[test]
+fn the_lab_keeps_velero_unavailable_without_its_bucket_and_the_mesh_apart_without_a_shared_ca() {
+    let st = tempfile::tempdir().unwrap();
+    let phases = fast_phases(st.path(), &[]);
+    // Only the foundation, then a probe of what the lab shows before weeks 3 and 4 act.
+    for f in ["02-mesh.yaml", "03-storage.yaml"] {
+        std::fs::remove_file(phases.join(f)).unwrap();
+    }
+    std::fs::write(
+        phases.join("09-probe.yaml"),
+        r#"
+id: probe
+title: Probe
+steps: []
+gate:
+  - id: bsl-unavailable
+    text: BSL unavailable
+    check: { field: { cluster: infra, apiVersion: velero.io/v1, kind: BackupStorageLocation, namespace: velero, name: default, field: status.phase, equals: Unavailable } }
+    timeout: 20s
+  - id: bsl-available
+    text: BSL available
+    check: { field: { cluster: infra, apiVersion: velero.io/v1, kind: BackupStorageLocation, namespace: velero, name: default, field: status.phase, equals: Available } }
+    timeout: 3s
+  - id: mesh-apart
+    text: not connected
+    check: { json: { cmd: [cilium, clustermesh, status, --context, admin@infra, -o, json], field: connectivity.clusters.apps.connected, equals: "0" } }
+    timeout: 20s
+  - id: mesh-connected
+    text: connected
+    check: { json: { cmd: [cilium, clustermesh, status, --context, admin@infra, --wait, --wait-duration, 1s, -o, json], field: connectivity.clusters.apps.connected, equals: "3" } }
+    timeout: 3s
+"#,
+    )
+    .unwrap();
+    let o = run(&["run", "--phase", "probe"], st.path(), Some(&phases), None);
+    assert_eq!(o.status.code(), Some(1), "{}", all(&o));
+    let out = all(&o);
+    for e in [
+        "✔ bsl-unavailable",
+        "✗ bsl-available: timed out after 3s: BackupStorageLocation velero/default: .status.phase is \"Unavailable\" (want \"Available\"); status.message: BackupStorageLocation \"default\" is unavailable: unable to get credentials: secrets \"velero-s3-credentials\" not found",
+        "✔ mesh-apart",
+        "✗ mesh-connected: timed out after 3s; the last complete attempt: exit code 1: ❌ cilium-infra is not connected to cluster apps: tls: failed to verify certificate: x509: certificate signed by unknown authority",
+    ] {
+        assert!(out.contains(e), "missing {e:?} in:\n{out}");
+    }
 }

@@ -280,12 +280,29 @@ pub async fn until(a: &ActionSpec, ctx: &Ctx<'_>, timeout: Duration, label: &str
         return said;
     }
     let deadline = Instant::now() + timeout;
+    let mut previous: Option<Said> = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let said = once(a, ctx, left.max(Duration::from_secs(1)), label).await;
+        // An attempt cut short by the deadline says nothing; the last complete one says why.
+        if !said.passed
+            && !said.interrupted
+            && said.detail.starts_with("timed out")
+            && let Some(p) = previous.take()
+        {
+            return Said {
+                detail: format!(
+                    "timed out after {}; the last complete attempt: {}",
+                    humantime::format_duration(timeout),
+                    p.detail
+                ),
+                ..p
+            };
+        }
         if said.passed || said.interrupted || Instant::now() + Duration::from_secs(1) >= deadline {
             return said;
         }
+        previous = Some(said.clone());
         let mut cancel = ctx.cancel.clone();
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
