@@ -37,7 +37,12 @@ pub async fn register(c: &impl Objects, node: Value) -> crate::error::Result<()>
     if c.get("v1", "Node", None, &name).await?.is_some() {
         return Ok(());
     }
-    let mut created = c.create(node.clone()).await?;
+    // The stand-in and the kubelet controller may race: whoever registers first wins.
+    let mut created = match c.create(node.clone()).await {
+        Ok(o) => o,
+        Err(e) if format!("{e:#}").contains("already exists") => return Ok(()),
+        Err(e) => return Err(e),
+    };
     created["status"] = node["status"].clone();
     c.replace_status(created).await?;
     Ok(())
