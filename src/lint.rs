@@ -50,6 +50,14 @@ pub fn lint_command(g: &Global, a: &LintArgs) -> Result<Exit> {
     }
 }
 
+/// The lint errors of a loaded workspace: what `plan` and `run` refuse to go on with (exit 2)
+/// before anything runs. (`--tools` is not part of it: preflight is its own step.)
+pub fn errors(spec: &Spec, dag: &Dag, state_dir: &Path) -> Vec<UserError> {
+    let mut findings = plan_findings(&spec.plan, &spec.plan_file);
+    findings.extend(step_file_findings(spec, dag, state_dir));
+    findings
+}
+
 fn at<T>(e: UserError, file: &Path, s: &Spanned<T>) -> UserError {
     e.in_file(file)
         .at(s.referenced.line(), s.referenced.column())

@@ -33,6 +33,18 @@ impl Workspace {
             state_dir,
         })
     }
+
+    /// Load, then refuse what `lint` rejects: `plan` and `run` never go on with a plan that lint
+    /// finds errors in (a duplicated node would otherwise run real applies before failing).
+    pub fn load_linted(global: &Global) -> Result<Workspace, UserErrors> {
+        let ws = Self::load(global)?;
+        let errors = crate::lint::errors(&ws.spec, &ws.dag, &ws.state_dir);
+        if errors.is_empty() {
+            Ok(ws)
+        } else {
+            Err(UserErrors(errors))
+        }
+    }
 }
 
 /// `--state-dir`, or `.bootstrap/<plan name>/`.

@@ -21,7 +21,7 @@ pub use model::{Basis, DryRun, PhaseView, StepStatus, StepView, build};
 
 /// `bootstrap plan`.
 pub fn plan_command(g: &Global, a: &PlanArgs) -> Result<Exit> {
-    let ws = Workspace::load(g)?;
+    let ws = Workspace::load_linted(g)?;
     let sel = ws.dag.select(&a.selection.phases, &a.selection.steps)?;
     let mut view = build(&ws, &sel, &a.selection);
     if a.probe {

@@ -21,7 +21,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// `bootstrap run`.
 pub fn run_command(g: &Global, a: &RunArgs) -> Result<Exit> {
-    let ws = Workspace::load(g)?;
+    let ws = Workspace::load_linted(g)?;
     let (phases, steps) = match &a.from_plan {
         Some(file) => saved_plan_selection(&ws, file)?,
         None => (a.selection.phases.clone(), a.selection.steps.clone()),
@@ -98,7 +98,7 @@ fn saved_plan_selection(
 
 /// `bootstrap resume`.
 pub fn resume_command(g: &Global, a: &ResumeArgs) -> Result<Exit> {
-    let ws = Workspace::load(g)?;
+    let ws = Workspace::load_linted(g)?;
     let state = FileStore::new(&ws.state_dir).load()?;
     let Some(last) = state.last_run else {
         return Err(UserError::new(format!(

@@ -465,10 +465,6 @@ pub async fn execute(
                     break;
                 }
             }
-            running += 1;
-            if let Some(g) = serial_of(i) {
-                held.insert(g);
-            }
             let on_change = match w {
                 Work::Step(u) => u.on_change,
                 Work::Gate(_) => crate::spec::phase::OnChange::Check,
@@ -498,6 +494,10 @@ pub async fn execute(
                 stop_new = true;
                 let _ = waits_tx.send(1);
                 break;
+            }
+            running += 1;
+            if let Some(g) = serial_of(i) {
+                held.insert(g);
             }
             let was_interrupted = state
                 .steps
