@@ -1,0 +1,184 @@
+//! `bootstrap lint`: meaning checks on the plan and phases, from names and CIDRs to what the real tools
+//! will do with the rendered commands (order, identities, Talos patches, Helm values, flags, secrets).
+//!
+//! Owns the rules and their findings, each with file, line, field, what is wrong and what would fix
+//! it, and a severity (errors exit 2; warnings exit 0 unless `--strict`). It never changes files and
+//! contacts nothing, except `--online`, which only reads (the Git tree and the API servers' TLS).
+//!
+//! One file per rule family; `tools` holds the table of each tool's real commands and flags.
+
+mod commands;
+mod context;
+mod contexts;
+mod deprecated;
+mod files;
+mod helm;
+mod identity;
+mod online;
+mod order;
+mod plan;
+mod secrets;
+mod shell;
+mod talos;
+pub mod tools;
+mod versions;
+
+use std::path::Path;
+
+use serde_saphyr::Spanned;
+
+use crate::cli::{Global, LintArgs};
+use crate::dag::Dag;
+use crate::error::{Exit, ExitError, Result, UserError};
+use crate::workspace::state_dir_for;
+
+pub use plan::plan_findings;
+pub use secrets::secret_findings;
+
+pub(crate) use context::Ctx;
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Works today but is deprecated or fragile: exit 0 unless `--strict`.
+    Warning,
+    /// Cannot work, or does harm: exit 2.
+    Error,
+}
+
+/// One finding of one rule.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub severity: Severity,
+    /// The rule family, as listed in the README ("order", "talos-patches", …).
+    pub rule: &'static str,
+    pub error: UserError,
+}
+
+impl Finding {
+    pub fn error(rule: &'static str, error: UserError) -> Self {
+        Finding {
+            severity: Severity::Error,
+            rule,
+            error,
+        }
+    }
+    pub fn warning(rule: &'static str, error: UserError) -> Self {
+        Finding {
+            severity: Severity::Warning,
+            rule,
+            error,
+        }
+    }
+}
+
+/// `bootstrap lint`.
+pub fn lint_command(g: &Global, a: &LintArgs) -> Result<Exit> {
+    let spec = crate::spec::load_spec(&g.plan, &g.phases)?;
+    let state_dir = state_dir_for(g, &spec.plan.name.value);
+    let mut findings: Vec<Finding> = plan_findings(&spec.plan, &spec.plan_file)
+        .into_iter()
+        .map(|e| Finding::error("plan", e))
+        .collect();
+    findings.extend(versions::plan_version_findings(&spec));
+    match Dag::build(&spec, &state_dir) {
+        Ok(dag) => {
+            let cx = Ctx::new(&spec, &dag, &state_dir);
+            findings.extend(
+                files::step_file_findings(&dag, &state_dir)
+                    .into_iter()
+                    .map(|e| Finding::error("files", e)),
+            );
+            findings.extend(secrets::step_findings(&cx));
+            findings.extend(order::findings(&cx));
+            findings.extend(talos::findings(&cx));
+            findings.extend(identity::findings(&cx));
+            findings.extend(contexts::findings(&cx));
+            findings.extend(helm::findings(&cx));
+            findings.extend(commands::findings(&cx));
+            findings.extend(versions::findings(&cx));
+            findings.extend(shell::findings(&cx));
+            findings.extend(deprecated::findings(&cx));
+            if a.online {
+                findings.extend(online::findings(&cx));
+            }
+            if a.tools {
+                match dag.select(&a.selection.phases, &a.selection.steps) {
+                    Ok(sel) => findings.extend(
+                        files::tool_findings(&spec, &dag, &sel.order)
+                            .into_iter()
+                            .map(|e| Finding::error("tools", e)),
+                    ),
+                    Err(e) => findings.push(Finding::error("tools", e)),
+                }
+            }
+        }
+        Err(errs) => findings.extend(errs.0.into_iter().map(|e| Finding::error("phases", e))),
+    }
+    // A finding never echoes a secret: mask every literal the inputs hold, whatever rule quotes it.
+    let literals = secrets::literals(&spec);
+    for f in &mut findings {
+        secrets::mask_error(&mut f.error, &literals);
+    }
+    // One finding per place: a template step expanded per cluster is one mistake in the file.
+    let mut places = std::collections::HashSet::new();
+    findings.retain(|f| {
+        let e = &f.error;
+        e.line.is_none()
+            || places.insert((
+                f.rule,
+                e.file.clone(),
+                e.line,
+                e.column,
+                e.field.clone(),
+            ))
+    });
+    findings.sort_by(|x, y| y.severity.cmp(&x.severity));
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    let warnings = findings.len() - errors;
+    for (i, f) in findings.iter().enumerate() {
+        if i > 0 {
+            eprintln!();
+        }
+        let label = match f.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        eprintln!("{label}[{}]: {}", f.rule, f.error);
+    }
+    if findings.is_empty() {
+        if !g.quiet {
+            println!(
+                "lint: no problems in {} and {} phase file(s)",
+                spec.plan_file.display(),
+                spec.phases.len()
+            );
+        }
+        return Ok(Exit::Ok);
+    }
+    if errors > 0 || a.strict {
+        if !findings.is_empty() {
+            eprintln!();
+        }
+        return Err(color_eyre::Report::new(ExitError::new(
+            Exit::Usage,
+            format!(
+                "lint found {errors} error(s) and {warnings} warning(s){}",
+                if errors == 0 { " (--strict)" } else { "" }
+            ),
+        )));
+    }
+    if !g.quiet {
+        eprintln!("\nlint: {warnings} warning(s), no errors (--strict makes warnings fail)");
+    }
+    Ok(Exit::Ok)
+}
+
+pub(crate) fn at<T>(e: UserError, file: &Path, s: &Spanned<T>) -> UserError {
+    e.in_file(file)
+        .at(s.referenced.line(), s.referenced.column())
+        .with_source_line()
+}
