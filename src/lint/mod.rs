@@ -7,6 +7,7 @@
 //!
 //! One file per rule family; `tools` holds the table of each tool's real commands and flags.
 
+mod cilium_chart;
 mod commands;
 mod context;
 mod contexts;
@@ -122,16 +123,18 @@ pub fn lint_command(g: &Global, a: &LintArgs) -> Result<Exit> {
     }
     // One finding per place: a template step expanded per cluster is one mistake in the file.
     let mut places = std::collections::HashSet::new();
+    let names: Vec<&str> = spec.plan.clusters.iter().map(|c| c.name.value.as_str()).collect();
     findings.retain(|f| {
         let e = &f.error;
+        // The same words but for the cluster's name: the same finding.
+        let words = e
+            .message
+            .split(|c: char| !c.is_alphanumeric() && c != '-')
+            .filter(|w| !names.contains(w))
+            .collect::<Vec<_>>()
+            .join(" ");
         e.line.is_none()
-            || places.insert((
-                f.rule,
-                e.file.clone(),
-                e.line,
-                e.column,
-                e.field.clone(),
-            ))
+            || places.insert((f.rule, e.file.clone(), e.line, e.column, e.field.clone(), words))
     });
     findings.sort_by(|x, y| y.severity.cmp(&x.severity));
     let errors = findings
