@@ -129,7 +129,21 @@ impl<'a> Ctx<'a> {
 
     /// A finding on a step, pointing at the first line of the step that shows one of `needles`.
     pub fn on_step(&self, u: &Unit, field: &str, needles: &[&str], msg: String) -> UserError {
-        let (line, col) = self.locate(u, needles);
+        // Search from the step's `run:`/`check:`/`verify:`/`env:` key, so the step's description
+        // never matches.
+        let key = format!("{}:", field.split('.').next().unwrap_or(field));
+        let text = self.text_of(&u.file);
+        let (from, _) = locate_in(text, u.line, &[&key]);
+        let (line, col) = if from != u.line || needles.is_empty() {
+            let (l, c) = locate_in(text, from, needles);
+            if l == from && c == 1 {
+                locate_in(text, from, &[&key])
+            } else {
+                (l, c)
+            }
+        } else {
+            self.locate(u, needles)
+        };
         UserError::new(msg)
             .in_file(&u.file)
             .at(line, col)
@@ -189,13 +203,16 @@ fn locate_in(text: Option<&str>, start: u64, needles: &[&str]) -> (u64, u64) {
     // The step's block ends where the next list item of the same indentation starts.
     let indent = |l: &str| l.len() - l.trim_start().len();
     let step_indent = indent(lines[from]);
+    let is_item = lines[from].trim_start().starts_with("- ");
     let mut end = lines.len();
     for (k, l) in lines.iter().enumerate().skip(from + 1) {
         let t = l.trim_start();
         if t.is_empty() || t.starts_with('#') {
             continue;
         }
-        if indent(l) < step_indent || (indent(l) == step_indent && t.starts_with("- ")) {
+        if indent(l) < step_indent
+            || (indent(l) == step_indent && (t.starts_with("- ") || !is_item))
+        {
             end = k;
             break;
         }
