@@ -1,7 +1,82 @@
-//! TODO
+//! Commands that do not exist: a subcommand or flag the pinned tool does not have (`cilium service
+//! list`, `talosctl etcdctl`, a misspelt flag) fails at run time, in the middle of a change window.
+//! The table is `tools`.
 
-use super::{Ctx, Finding};
+use super::context::{Ctx, commands, roles};
+use super::tools::{self, Problem};
+use super::Finding;
 
-pub(super) fn findings(_cx: &Ctx) -> Vec<Finding> {
-    Vec::new()
+const RULE: &str = "commands";
+
+/// Known replacements for commands that people expect to exist.
+fn instead(tool: &str, word: &str) -> Option<&'static str> {
+    match (tool, word) {
+        ("cilium", "service") => Some(
+            "cilium-cli has no service command; run it in an agent: kubectl -n kube-system exec ds/cilium -- cilium-dbg service list",
+        ),
+        ("cilium", "endpoint" | "bpf" | "policy" | "identity" | "node") => Some(
+            "that is a cilium-dbg command inside the agent: kubectl -n kube-system exec ds/cilium -- cilium-dbg …",
+        ),
+        ("talosctl", "etcdctl") => Some("talosctl has no etcdctl; use talosctl etcd members / etcd status"),
+        _ => None,
+    }
+}
+
+pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (i, u) in cx.units() {
+        for (role, a) in roles(&cx.dag.work[i]) {
+            for c in commands(a) {
+                let Some(t) = tools::tool(c.tool()) else {
+                    continue;
+                };
+                for p in t.check(&c.argv) {
+                    let e = match &p {
+                        Problem::UnknownCommand {
+                            parent,
+                            word,
+                            suggestion,
+                        } => {
+                            let cmd = if parent.is_empty() {
+                                t.name.to_string()
+                            } else {
+                                format!("{} {parent}", t.name)
+                            };
+                            cx.on_step(
+                                u,
+                                role.field(),
+                                &[word.as_str()],
+                                format!("{cmd} has no command {word:?}"),
+                            )
+                            .help(
+                                instead(t.name, word)
+                                    .map(String::from)
+                                    .or(suggestion.as_ref().map(|s| format!("did you mean {cmd} {s}?")))
+                                    .unwrap_or_else(|| format!("see {cmd} --help for its commands")),
+                            )
+                        }
+                        Problem::UnknownFlag {
+                            command,
+                            flag,
+                            suggestion,
+                        } => cx
+                            .on_step(
+                                u,
+                                role.field(),
+                                &[flag.as_str()],
+                                format!("{command} has no flag {flag}"),
+                            )
+                            .help(
+                                suggestion
+                                    .as_ref()
+                                    .map(|s| format!("did you mean {s}?"))
+                                    .unwrap_or_else(|| format!("see {command} --help for its flags")),
+                            ),
+                    };
+                    out.push(Finding::error(RULE, e));
+                }
+            }
+        }
+    }
+    out
 }
