@@ -172,10 +172,6 @@ impl<'a> Ctx<'a> {
         (PathBuf::new(), 0, 0)
     }
 
-    /// The line (1-based) of `needle` in the plan file after line `after`, or 0.
-    pub fn plan_line(&self, after: u64, needle: &str) -> (u64, u64) {
-        locate_plain(&self.spec.plan_text, after, needle)
-    }
 }
 
 pub fn locate_plain(text: &str, after: u64, needle: &str) -> (u64, u64) {
