@@ -34,7 +34,7 @@ use crate::error::{Exit, ExitError, Result, UserError};
 use crate::workspace::state_dir_for;
 
 pub use plan::plan_findings;
-pub use secrets::secret_findings;
+pub use secrets::{env_literal_findings, secret_findings};
 
 pub(crate) use context::Ctx;
 
@@ -79,7 +79,10 @@ pub fn lint_command(g: &Global, a: &LintArgs) -> Result<Exit> {
     let state_dir = state_dir_for(g, &spec.plan.name.value);
     let mut findings: Vec<Finding> = plan_findings(&spec.plan, &spec.plan_file)
         .into_iter()
-        .map(|e| Finding::error("plan", e))
+        .map(|e| {
+            let secret = e.field.as_deref().is_some_and(|f| f.starts_with("secrets."));
+            Finding::error(if secret { "secrets" } else { "plan" }, e)
+        })
         .collect();
     findings.extend(versions::plan_version_findings(&spec));
     match Dag::build(&spec, &state_dir) {

@@ -292,23 +292,10 @@ pub fn step_findings(cx: &Ctx) -> Vec<Finding> {
                 ));
             }
         }
-        for (k, v) in &u.env {
-            if secretish_name(k)
-                && !is_templated_or_reference(v)
-                && seen.insert((u.step.clone(), "env", k.clone()))
-            {
-                let e = cx
-                    .on_step(
-                        u,
-                        &format!("env.{k}"),
-                        &[&format!("{k}:")],
-                        format!("environment variable {k} holds a literal value, not a reference"),
-                    )
-                    .help("write a reference: \"{{ secrets.<name> }}\" with the plan's secrets.<name>: op://vault/item/field");
-                lines_reported.insert((u.file.clone(), e.line.unwrap_or(0)));
-                out.push(Finding::error(RULE, e));
-            }
-        }
+    }
+    for e in env_literal_findings(cx.spec) {
+        lines_reported.insert((e.file.clone().unwrap_or_default(), e.line.unwrap_or(0)));
+        out.push(Finding::error(RULE, e));
     }
     // Credential-shaped literals anywhere in the files (plan secrets have their own finding).
     let mut files: Vec<(&Path, &str)> = vec![(&cx.spec.plan_file, &cx.spec.plan_text)];
@@ -364,4 +351,33 @@ mod tests {
         assert!(prints_secret(&v("op item get x --vault v --format json")).is_none());
         assert!(prints_secret(&v("kubectl get secret x -n y -o yaml")).is_some());
     }
+}
+
+/// Credential-named environment variables written as literals in phase files (also enforced when
+/// the workspace is loaded, so that `plan` and `run` never print or pass them). The quoted line is
+/// masked.
+pub fn env_literal_findings(spec: &Spec) -> Vec<UserError> {
+    let mut out = Vec::new();
+    for p in &spec.phases {
+        for s in &p.phase.steps {
+            for (k, v) in &s.env {
+                if !secretish_name(k) || is_templated_or_reference(v) {
+                    continue;
+                }
+                let (line, col) =
+                    super::context::locate_plain(&p.text, s.id.referenced.line(), &format!("{k}:"));
+                let mut e = UserError::new(format!(
+                    "environment variable {k} holds a literal value, not a reference"
+                ))
+                .in_file(&p.file)
+                .at(line, col)
+                .field(format!("steps.{}.env.{k}", s.id.value))
+                .help("write a reference: \"{{ secrets.<name> }}\" with the plan's secrets.<name>: op://vault/item/field")
+                .with_source_line();
+                mask_error(&mut e, &[v.trim().to_string()]);
+                out.push(e);
+            }
+        }
+    }
+    out
 }
