@@ -23,6 +23,7 @@ const FAMILIES: &[&str] = &[
     "deprecated",
     "secrets",
     "coredns",
+    "online",
 ];
 
 fn root() -> PathBuf {
@@ -131,6 +132,7 @@ family_test!(lint_shell, "shell");
 family_test!(lint_deprecated, "deprecated");
 family_test!(lint_secrets, "secrets");
 family_test!(lint_coredns, "coredns");
+family_test!(lint_online, "online");
 
 #[test]
 fn shipped_plans_and_phases_have_no_findings() {
