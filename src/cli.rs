@@ -138,6 +138,9 @@ pub struct RunArgs {
     /// Run exactly the plan saved by `bootstrap plan --format json --out FILE`.
     #[arg(long, value_name = "FILE")]
     pub from_plan: Option<PathBuf>,
+    /// Ask the checks of steps recorded done again (and run what no longer holds).
+    #[arg(long)]
+    pub refresh: bool,
 }
 
 #[derive(Debug, Args)]

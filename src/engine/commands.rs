@@ -34,6 +34,7 @@ pub fn run_command(g: &Global, a: &RunArgs) -> Result<Exit> {
         yes: a.yes,
         keep_going: a.keep_going,
         resumed: false,
+        refresh: a.refresh,
     };
     runtime()?.block_on(execute(&ws, &sel, g, &opts))
 }
@@ -115,6 +116,7 @@ pub fn resume_command(g: &Global, a: &ResumeArgs) -> Result<Exit> {
         yes: a.yes,
         keep_going: a.keep_going,
         resumed: true,
+        refresh: false,
     };
     runtime()?.block_on(execute(&ws, &sel, g, &opts))
 }
