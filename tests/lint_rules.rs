@@ -41,7 +41,11 @@ fn run_case(family: &str, case: &str, extra: &[&str]) -> std::process::Output {
         args.extend(["--phases".into(), format!("{rel}/phases")]);
     }
     if let Ok(more) = std::fs::read_to_string(dir.join("args")) {
-        args.extend(more.lines().filter(|l| !l.trim().is_empty()).map(|l| l.trim().to_string()));
+        args.extend(
+            more.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| l.trim().to_string()),
+        );
     }
     args.extend(extra.iter().map(|s| s.to_string()));
     let st = tempfile::tempdir().expect("tempdir");
@@ -61,8 +65,14 @@ fn cases(family: &str) -> Vec<String> {
 
 fn check_family(family: &str) {
     let cs = cases(family);
-    assert!(cs.iter().any(|c| c.starts_with("fail-")), "{family}: no failing fixture");
-    assert!(cs.iter().any(|c| c.starts_with("pass-")), "{family}: no passing fixture");
+    assert!(
+        cs.iter().any(|c| c.starts_with("fail-")),
+        "{family}: no failing fixture"
+    );
+    assert!(
+        cs.iter().any(|c| c.starts_with("pass-")),
+        "{family}: no passing fixture"
+    );
     for case in cs {
         let out = run_case(family, &case, &[]);
         let err = text(&out.stderr);
@@ -83,10 +93,16 @@ fn check_family(family: &str) {
             if let Some(n) = line.strip_prefix("exit ") {
                 code = n.trim().parse().expect("exit N");
             } else if let Some(t) = line.strip_prefix("has ") {
-                assert!(err.contains(t), "{family}/{case}: stderr lacks {t:?}:\n{err}");
+                assert!(
+                    err.contains(t),
+                    "{family}/{case}: stderr lacks {t:?}:\n{err}"
+                );
                 has += 1;
             } else if let Some(t) = line.strip_prefix("not ") {
-                assert!(!err.contains(t), "{family}/{case}: stderr has {t:?}:\n{err}");
+                assert!(
+                    !err.contains(t),
+                    "{family}/{case}: stderr has {t:?}:\n{err}"
+                );
             } else {
                 panic!("{family}/{case}/expect: cannot read {line:?}");
             }
@@ -99,16 +115,23 @@ fn check_family(family: &str) {
                 || err.contains("phases/"),
             "{family}/{case}: no file named: {err}"
         );
-        assert!(err.contains("help: "), "{family}/{case}: no fix given: {err}");
+        assert!(
+            err.contains("help: "),
+            "{family}/{case}: no fix given: {err}"
+        );
     }
 }
 
 #[test]
 fn every_family_has_fixtures_and_a_lint_line_in_the_readme() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     for f in FAMILIES {
         assert!(!cases(f).is_empty(), "{f}");
-        assert!(readme.contains(&format!("`{f}`")), "README lists no rule {f}");
+        assert!(
+            readme.contains(&format!("`{f}`")),
+            "README lists no rule {f}"
+        );
     }
 }
 
@@ -177,7 +200,10 @@ fn fixture_secrets() -> Vec<String> {
 #[test]
 fn no_finding_ever_echoes_a_secret() {
     let secrets = fixture_secrets();
-    assert!(secrets.len() >= 3, "fixtures hold too few literal secrets: {secrets:?}");
+    assert!(
+        secrets.len() >= 3,
+        "fixtures hold too few literal secrets: {secrets:?}"
+    );
     let mut checked = 0;
     for entry in std::fs::read_dir(root()).unwrap() {
         let dir = entry.unwrap().path();
@@ -213,7 +239,10 @@ fn no_finding_ever_echoes_a_secret() {
         for out in runs {
             let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
             for s in &secrets {
-                assert!(!all.contains(s.as_str()), "{family}: output echoes {s:?}:\n{all}");
+                assert!(
+                    !all.contains(s.as_str()),
+                    "{family}: output echoes {s:?}:\n{all}"
+                );
             }
             checked += 1;
         }

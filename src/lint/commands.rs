@@ -2,9 +2,9 @@
 //! list`, `talosctl etcdctl`, a misspelt flag) fails at run time, in the middle of a change window.
 //! The table is `tools`.
 
+use super::Finding;
 use super::context::{Ctx, commands, roles};
 use super::tools::{self, Problem};
-use super::Finding;
 
 const RULE: &str = "commands";
 
@@ -17,7 +17,9 @@ fn instead(tool: &str, word: &str) -> Option<&'static str> {
         ("cilium", "endpoint" | "bpf" | "policy" | "identity" | "node") => Some(
             "that is a cilium-dbg command inside the agent: kubectl -n kube-system exec ds/cilium -- cilium-dbg …",
         ),
-        ("talosctl", "etcdctl") => Some("talosctl has no etcdctl; use talosctl etcd members / etcd status"),
+        ("talosctl", "etcdctl") => {
+            Some("talosctl has no etcdctl; use talosctl etcd members / etcd status")
+        }
         _ => None,
     }
 }
@@ -51,8 +53,12 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
                             .help(
                                 instead(t.name, word)
                                     .map(String::from)
-                                    .or(suggestion.as_ref().map(|s| format!("did you mean {cmd} {s}?")))
-                                    .unwrap_or_else(|| format!("see {cmd} --help for its commands")),
+                                    .or(suggestion
+                                        .as_ref()
+                                        .map(|s| format!("did you mean {cmd} {s}?")))
+                                    .unwrap_or_else(|| {
+                                        format!("see {cmd} --help for its commands")
+                                    }),
                             )
                         }
                         Problem::UnknownFlag {
@@ -70,7 +76,9 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
                                 suggestion
                                     .as_ref()
                                     .map(|s| format!("did you mean {s}?"))
-                                    .unwrap_or_else(|| format!("see {command} --help for its flags")),
+                                    .unwrap_or_else(|| {
+                                        format!("see {command} --help for its flags")
+                                    }),
                             ),
                     };
                     out.push(Finding::error(RULE, e));

@@ -171,7 +171,6 @@ impl<'a> Ctx<'a> {
         }
         (PathBuf::new(), 0, 0)
     }
-
 }
 
 pub fn locate_plain(text: &str, after: u64, needle: &str) -> (u64, u64) {
@@ -267,7 +266,8 @@ pub fn script_of(a: &ActionSpec) -> Option<&str> {
         other => {
             let v = argv_of(other)?;
             let sh = v.first()?.rsplit('/').next()?;
-            if matches!(sh, "sh" | "bash" | "zsh" | "dash") && v.get(1).map(String::as_str) == Some("-c")
+            if matches!(sh, "sh" | "bash" | "zsh" | "dash")
+                && v.get(1).map(String::as_str) == Some("-c")
             {
                 v.get(2).map(String::as_str)
             } else {
@@ -343,7 +343,10 @@ pub fn split_shell(script: &str) -> Vec<SimpleCmd> {
                 in_word = true;
                 i += 1;
                 while i < chars.len() && chars[i] != '"' {
-                    if chars[i] == '\\' && i + 1 < chars.len() && matches!(chars[i + 1], '"' | '\\' | '$' | '`') {
+                    if chars[i] == '\\'
+                        && i + 1 < chars.len()
+                        && matches!(chars[i + 1], '"' | '\\' | '$' | '`')
+                    {
                         i += 1;
                     }
                     word.push(chars[i]);
@@ -467,8 +470,7 @@ pub fn flag_values<'s>(argv: &'s [String], names: &[&str]) -> Vec<&'s str> {
 
 pub fn has_flag(argv: &[String], names: &[&str]) -> bool {
     argv.iter().any(|a| {
-        names.contains(&a.as_str())
-            || a.split_once('=').is_some_and(|(k, _)| names.contains(&k))
+        names.contains(&a.as_str()) || a.split_once('=').is_some_and(|(k, _)| names.contains(&k))
     })
 }
 
@@ -478,7 +480,9 @@ mod tests {
 
     #[test]
     fn shell_splits_pipes_and_redirections() {
-        let c = split_shell("talosctl gen secrets -o - | op document create -\ncat a > /dev/null 2>&1; cat b 2>/dev/null");
+        let c = split_shell(
+            "talosctl gen secrets -o - | op document create -\ncat a > /dev/null 2>&1; cat b 2>/dev/null",
+        );
         assert_eq!(c.len(), 4);
         assert!(c[0].piped && !c[0].redirected);
         assert_eq!(c[0].argv, ["talosctl", "gen", "secrets", "-o", "-"]);

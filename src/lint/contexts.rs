@@ -11,7 +11,12 @@ const RULE: &str = "contexts";
 fn talosctl_valued(f: &str) -> bool {
     matches!(
         f,
-        "-n" | "--nodes" | "-e" | "--endpoints" | "--talosconfig" | "--context" | "--cluster"
+        "-n" | "--nodes"
+            | "-e"
+            | "--endpoints"
+            | "--talosconfig"
+            | "--context"
+            | "--cluster"
             | "--force-context-name"
     )
 }
@@ -26,10 +31,11 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
         for (_, a) in roles(&cx.dag.work[i]) {
             for c in commands(a) {
                 let pos = positionals(&c.argv, &|f| matches!(f, "--kubeconfig" | "--context"));
-                if c.tool() == "kubectl" && pos.starts_with(&["config", "rename-context"]) {
-                    if let (Some(from), Some(to)) = (pos.get(2), pos.get(3)) {
-                        renames.push((from.to_string(), to.to_string()));
-                    }
+                if c.tool() == "kubectl"
+                    && pos.starts_with(&["config", "rename-context"])
+                    && let (Some(from), Some(to)) = (pos.get(2), pos.get(3))
+                {
+                    renames.push((from.to_string(), to.to_string()));
                 }
             }
         }
@@ -102,7 +108,8 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
                         .iter()
                         .position(|c| c.name.value == cluster.name.value)
                         .unwrap_or(0);
-                    let (line, col) = context_line(&cx.spec.plan_text, cluster.name.referenced.line());
+                    let (line, col) =
+                        context_line(&cx.spec.plan_text, cluster.name.referenced.line());
                     out.push(Finding::error(
                         RULE,
                         crate::error::UserError::new(format!(
@@ -142,7 +149,11 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
 
 /// The line of `context:` (not `talos_context:`) after a cluster's name line.
 fn context_line(text: &str, after: u64) -> (u64, u64) {
-    for (n, l) in text.lines().enumerate().skip(after.saturating_sub(1) as usize) {
+    for (n, l) in text
+        .lines()
+        .enumerate()
+        .skip(after.saturating_sub(1) as usize)
+    {
         let t = l.trim_start().trim_start_matches("- ");
         if t.starts_with("context:") {
             let col = l.find("context:").unwrap_or(0);

@@ -16,17 +16,57 @@ const RULE: &str = "helm-values";
 pub fn helm_valued(f: &str) -> bool {
     matches!(
         f,
-        "--set" | "--set-string" | "--set-file" | "--set-json" | "--set-literal" | "-f" | "--values"
-            | "--version" | "--repo" | "-n" | "--namespace" | "--kube-context" | "--kubeconfig"
-            | "--timeout" | "-o" | "--output" | "--username" | "--password" | "--ca-file"
-            | "--cert-file" | "--key-file" | "--post-renderer" | "--post-renderer-args"
-            | "--description" | "--history-max" | "--kube-apiserver" | "--kube-token"
-            | "--kube-as-user" | "--kube-as-group" | "--kube-ca-file" | "--registry-config"
-            | "--repository-cache" | "--repository-config" | "--burst-limit" | "--qps"
-            | "--revision" | "--max" | "--kube-version" | "--api-versions" | "-a"
-            | "--show-only" | "-s" | "--output-dir" | "--release-name" | "--name-template"
-            | "--labels" | "-l" | "--wait-for-jobs-timeout" | "--kube-tls-server-name"
-            | "--content-cache" | "--hide-secret-values"
+        "--set"
+            | "--set-string"
+            | "--set-file"
+            | "--set-json"
+            | "--set-literal"
+            | "-f"
+            | "--values"
+            | "--version"
+            | "--repo"
+            | "-n"
+            | "--namespace"
+            | "--kube-context"
+            | "--kubeconfig"
+            | "--timeout"
+            | "-o"
+            | "--output"
+            | "--username"
+            | "--password"
+            | "--ca-file"
+            | "--cert-file"
+            | "--key-file"
+            | "--post-renderer"
+            | "--post-renderer-args"
+            | "--description"
+            | "--history-max"
+            | "--kube-apiserver"
+            | "--kube-token"
+            | "--kube-as-user"
+            | "--kube-as-group"
+            | "--kube-ca-file"
+            | "--registry-config"
+            | "--repository-cache"
+            | "--repository-config"
+            | "--burst-limit"
+            | "--qps"
+            | "--revision"
+            | "--max"
+            | "--kube-version"
+            | "--api-versions"
+            | "-a"
+            | "--show-only"
+            | "-s"
+            | "--output-dir"
+            | "--release-name"
+            | "--name-template"
+            | "--labels"
+            | "-l"
+            | "--wait-for-jobs-timeout"
+            | "--kube-tls-server-name"
+            | "--content-cache"
+            | "--hide-secret-values"
     )
 }
 
@@ -202,7 +242,10 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
         for (role, a) in roles(&cx.dag.work[i]) {
             for c in commands(a) {
                 let cli = c.tool() == "cilium"
-                    && matches!(c.argv.get(1).map(String::as_str), Some("install" | "upgrade"));
+                    && matches!(
+                        c.argv.get(1).map(String::as_str),
+                        Some("install" | "upgrade")
+                    );
                 if !cli && !is_cilium_chart(&c.argv) {
                     continue;
                 }
@@ -216,7 +259,13 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
                 let names: &[&str] = if cli {
                     &["--set", "--helm-set", "--set-string"]
                 } else {
-                    &["--set", "--set-string", "--set-json", "--set-file", "--set-literal"]
+                    &[
+                        "--set",
+                        "--set-string",
+                        "--set-json",
+                        "--set-file",
+                        "--set-literal",
+                    ]
                 };
                 let mut seen: HashMap<String, String> = HashMap::new();
                 for (key, value) in set_values(&c.argv, names) {

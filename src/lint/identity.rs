@@ -24,12 +24,15 @@ fn targets_cluster(argv: &[String]) -> bool {
         .map(|s| s.rsplit('/').next().unwrap_or(s))
         .unwrap_or("");
     match tool {
-        "talosctl" | "kubectl" | "cilium" | "flux" | "hubble" => {
-            !argv.iter().any(|a| a == "version" || a == "--client" || a == "completion")
-        }
+        "talosctl" | "kubectl" | "cilium" | "flux" | "hubble" => !argv
+            .iter()
+            .any(|a| a == "version" || a == "--client" || a == "completion"),
         "helm" => {
             let pos = positionals(argv, &super::helm::helm_valued);
-            !matches!(pos.first(), Some(&"repo") | Some(&"search") | Some(&"version") | Some(&"pull") | Some(&"show"))
+            !matches!(
+                pos.first(),
+                Some(&"repo") | Some(&"search") | Some(&"version") | Some(&"pull") | Some(&"show")
+            )
         }
         _ => false,
     }
@@ -68,14 +71,24 @@ fn mentions(text: &str, word: &str) -> bool {
         return false;
     }
     let before_ok = |c: Option<char>| {
-        c.is_none_or(|c| matches!(c, '=' | '@' | '/' | '"' | '\'' | ' ' | ':' | ',' | '{' | '[' | '\n'))
+        c.is_none_or(|c| {
+            matches!(
+                c,
+                '=' | '@' | '/' | '"' | '\'' | ' ' | ':' | ',' | '{' | '[' | '\n'
+            )
+        })
     };
     let after_ok = |rest: &str| {
         let c = rest.chars().next();
         if rest.starts_with("/v") && rest[2..].starts_with(|c: char| c.is_ascii_digit()) {
             return false; // an API group such as apps/v1
         }
-        c.is_none_or(|c| matches!(c, '/' | '.' | '"' | '\'' | ' ' | ',' | '}' | ']' | ':' | '\n'))
+        c.is_none_or(|c| {
+            matches!(
+                c,
+                '/' | '.' | '"' | '\'' | ' ' | ',' | '}' | ']' | ':' | '\n'
+            )
+        })
     };
     let mut start = 0;
     while let Some(k) = text[start..].find(word) {
@@ -85,7 +98,9 @@ fn mentions(text: &str, word: &str) -> bool {
         if before_ok(prev) && after_ok(rest) {
             // "1.2.3.4" inside "1.2.3.40": the next char decides; '.' then a digit is another address.
             let next_two: Vec<char> = rest.chars().take(2).collect();
-            if !(next_two.first() == Some(&'.') && next_two.get(1).is_some_and(|c| c.is_ascii_digit())) {
+            if !(next_two.first() == Some(&'.')
+                && next_two.get(1).is_some_and(|c| c.is_ascii_digit()))
+            {
                 return true;
             }
         }
@@ -134,12 +149,8 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
                 }
                 for (ca, cb) in commands(&a.run).iter().zip(commands(&b.run).iter()) {
                     if ca.argv == cb.argv && targets_cluster(&ca.argv) {
-                        let who = |u: &Unit| {
-                            u.node
-                                .clone()
-                                .or(u.cluster.clone())
-                                .unwrap_or_default()
-                        };
+                        let who =
+                            |u: &Unit| u.node.clone().or(u.cluster.clone()).unwrap_or_default();
                         out.push(Finding::error(
                             RULE,
                             cx.on_step(
@@ -185,15 +196,21 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
                     ("service CIDR", other.service_cidr.value.to_string()),
                     ("name", other.name.value.clone()),
                 ];
-                values.extend(other.nodes.iter().map(|n| ("node address", n.ip.value.to_string())));
+                values.extend(
+                    other
+                        .nodes
+                        .iter()
+                        .map(|n| ("node address", n.ip.value.to_string())),
+                );
                 let own_values = [
                     own.context.clone(),
                     own.endpoint.value.clone(),
                     own.name.value.clone(),
                 ];
-                if let Some((what, v)) = values.into_iter().find(|(_, v)| {
-                    !own_values.iter().any(|o| o == v) && mentions(&text, v)
-                }) {
+                if let Some((what, v)) = values
+                    .into_iter()
+                    .find(|(_, v)| !own_values.iter().any(|o| o == v) && mentions(&text, v))
+                {
                     out.push(Finding::error(
                         RULE,
                         cx.on_step(
@@ -210,7 +227,9 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
                             "endpoint" => "write {{ cluster.endpoint }}",
                             "pod CIDR" => "write {{ cluster.pod_cidr }}",
                             "service CIDR" => "write {{ cluster.service_cidr }}",
-                            "node address" => "write {{ node.ip }} or {{ cluster.first_controlplane.ip }}",
+                            "node address" => {
+                                "write {{ node.ip }} or {{ cluster.first_controlplane.ip }}"
+                            }
                             _ => "write {{ cluster.name }}",
                         }),
                     ));
@@ -229,7 +248,11 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
             let shared = [
                 ("cluster name", a.name.as_ref(), b.name.as_ref()),
                 ("endpoint", a.endpoint.as_ref(), b.endpoint.as_ref()),
-                ("secrets bundle", a.with_secrets.as_ref(), b.with_secrets.as_ref()),
+                (
+                    "secrets bundle",
+                    a.with_secrets.as_ref(),
+                    b.with_secrets.as_ref(),
+                ),
                 (
                     "cluster name (patch)",
                     a.facts.cluster_name.as_ref().map(|v| &v.value),

@@ -80,7 +80,10 @@ pub fn lint_command(g: &Global, a: &LintArgs) -> Result<Exit> {
     let mut findings: Vec<Finding> = plan_findings(&spec.plan, &spec.plan_file)
         .into_iter()
         .map(|e| {
-            let secret = e.field.as_deref().is_some_and(|f| f.starts_with("secrets."));
+            let secret = e
+                .field
+                .as_deref()
+                .is_some_and(|f| f.starts_with("secrets."));
             Finding::error(if secret { "secrets" } else { "plan" }, e)
         })
         .collect();
@@ -126,7 +129,12 @@ pub fn lint_command(g: &Global, a: &LintArgs) -> Result<Exit> {
     }
     // One finding per place: a template step expanded per cluster is one mistake in the file.
     let mut places = std::collections::HashSet::new();
-    let names: Vec<&str> = spec.plan.clusters.iter().map(|c| c.name.value.as_str()).collect();
+    let names: Vec<&str> = spec
+        .plan
+        .clusters
+        .iter()
+        .map(|c| c.name.value.as_str())
+        .collect();
     findings.retain(|f| {
         let e = &f.error;
         // The same words but for the cluster's name: the same finding.
@@ -137,9 +145,16 @@ pub fn lint_command(g: &Global, a: &LintArgs) -> Result<Exit> {
             .collect::<Vec<_>>()
             .join(" ");
         e.line.is_none()
-            || places.insert((f.rule, e.file.clone(), e.line, e.column, e.field.clone(), words))
+            || places.insert((
+                f.rule,
+                e.file.clone(),
+                e.line,
+                e.column,
+                e.field.clone(),
+                words,
+            ))
     });
-    findings.sort_by(|x, y| y.severity.cmp(&x.severity));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let errors = findings
         .iter()
         .filter(|f| f.severity == Severity::Error)

@@ -28,7 +28,9 @@ fn documents(root: &Path) -> Vec<(PathBuf, Value)> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.file_name().is_some_and(|n| n == ".git") {
@@ -86,7 +88,10 @@ fn git_tree(cx: &Ctx) -> Result<(PathBuf, Option<PathBuf>), String> {
         if source.is_dir() {
             return Ok((source, None));
         }
-        return Err("the lab's Git tree is not there (run the lab once, or lint from the repository root)".into());
+        return Err(
+            "the lab's Git tree is not there (run the lab once, or lint from the repository root)"
+                .into(),
+        );
     }
     let url = format!(
         "https://github.com/{}/{}",
@@ -96,7 +101,15 @@ fn git_tree(cx: &Ctx) -> Result<(PathBuf, Option<PathBuf>), String> {
     let _ = std::fs::remove_dir_all(&dir);
     let ok = run_with_timeout(
         std::process::Command::new("git")
-            .args(["clone", "--quiet", "--depth", "1", "--branch", &plan.git.branch, &url])
+            .args([
+                "clone",
+                "--quiet",
+                "--depth",
+                "1",
+                "--branch",
+                &plan.git.branch,
+                &url,
+            ])
             .arg(&dir)
             .env("GIT_TERMINAL_PROMPT", "0"),
         Duration::from_secs(60),
@@ -133,10 +146,15 @@ fn kustomizations<'a>(cx: &Ctx<'a>) -> Vec<(String, UserError)> {
                             continue;
                         }
                         let pos = positionals(&c.argv, &|f| {
-                            matches!(f, "-n" | "--namespace" | "--context" | "--kubeconfig" | "--timeout")
+                            matches!(
+                                f,
+                                "-n" | "--namespace" | "--context" | "--kubeconfig" | "--timeout"
+                            )
                         });
-                        if matches!(pos.first(), Some(&"reconcile" | &"suspend" | &"resume" | &"get"))
-                            && matches!(pos.get(1), Some(&"kustomization" | &"ks"))
+                        if matches!(
+                            pos.first(),
+                            Some(&"reconcile" | &"suspend" | &"resume" | &"get")
+                        ) && matches!(pos.get(1), Some(&"kustomization" | &"ks"))
                             && let Some(n) = pos.get(2)
                         {
                             names.push(n.to_string());
@@ -155,7 +173,10 @@ fn kustomizations<'a>(cx: &Ctx<'a>) -> Vec<(String, UserError)> {
                         UserError::new(String::new())
                             .in_file(f)
                             .at(l, c)
-                            .field(format!("gate.{}.check", item.split('/').next().unwrap_or(item)))
+                            .field(format!(
+                                "gate.{}.check",
+                                item.split('/').next().unwrap_or(item)
+                            ))
                             .with_source_line()
                     }
                     _ => continue,
@@ -190,7 +211,10 @@ fn plan_key_line(cx: &Ctx, blocks: &[&str]) -> (u64, u64) {
 }
 
 fn host_of(endpoint: &str) -> Option<(String, u16)> {
-    let rest = endpoint.split_once("://").map(|(_, r)| r).unwrap_or(endpoint);
+    let rest = endpoint
+        .split_once("://")
+        .map(|(_, r)| r)
+        .unwrap_or(endpoint);
     let rest = rest.split('/').next()?;
     let (h, p) = rest.rsplit_once(':')?;
     Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?))
@@ -203,7 +227,12 @@ fn resolves(host: &str, port: u16) -> bool {
     let (tx, rx) = std::sync::mpsc::channel();
     let h = host.to_string();
     std::thread::spawn(move || {
-        let _ = tx.send((h.as_str(), port).to_socket_addrs().map(|mut a| a.next().is_some()).unwrap_or(false));
+        let _ = tx.send(
+            (h.as_str(), port)
+                .to_socket_addrs()
+                .map(|mut a| a.next().is_some())
+                .unwrap_or(false),
+        );
     });
     rx.recv_timeout(Duration::from_secs(5)).unwrap_or(false)
 }
@@ -272,7 +301,12 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
             let docs = documents(&root);
             let mut defined: Vec<String> = docs
                 .iter()
-                .filter(|(_, d)| d["kind"] == "Kustomization" && d["apiVersion"].as_str().is_some_and(|a| a.starts_with("kustomize.toolkit.fluxcd.io")))
+                .filter(|(_, d)| {
+                    d["kind"] == "Kustomization"
+                        && d["apiVersion"]
+                            .as_str()
+                            .is_some_and(|a| a.starts_with("kustomize.toolkit.fluxcd.io"))
+                })
                 .filter_map(|(_, d)| d["metadata"]["name"].as_str().map(String::from))
                 .collect();
             defined.sort();
@@ -301,14 +335,20 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
     }
     // Endpoints.
     let gens = talos::gen_configs(cx);
-    let kubeconfig = PathBuf::from(crate::render::plan_path(plan, cx.state_dir, &plan.paths.kubeconfig.value));
+    let kubeconfig = PathBuf::from(crate::render::plan_path(
+        plan,
+        cx.state_dir,
+        &plan.paths.kubeconfig.value,
+    ));
     for (i, c) in plan.clusters.iter().enumerate() {
         let Some((host, port)) = host_of(&c.endpoint.value) else {
             continue;
         };
         let at = |msg: String, help: String| {
             super::at(
-                UserError::new(msg).field(format!("clusters[{i}].endpoint")).help(help),
+                UserError::new(msg)
+                    .field(format!("clusters[{i}].endpoint"))
+                    .help(help),
                 &cx.spec.plan_file,
                 &c.endpoint,
             )
@@ -325,7 +365,12 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
         }
         // The names Talos puts in the API server certificate.
         let mut sans: Vec<String> = vec!["localhost".into(), "127.0.0.1".into()];
-        sans.extend(c.nodes.iter().filter(|n| n.role == crate::spec::Role::Controlplane).map(|n| n.ip.value.to_string()));
+        sans.extend(
+            c.nodes
+                .iter()
+                .filter(|n| n.role == crate::spec::Role::Controlplane)
+                .map(|n| n.ip.value.to_string()),
+        );
         let mut from_gen = false;
         for g in gens.iter().filter(|g| g.cluster == c.name.value) {
             from_gen = true;

@@ -20,9 +20,23 @@ const RULE: &str = "order";
 fn talosctl_valued(f: &str) -> bool {
     matches!(
         f,
-        "-n" | "--nodes" | "-e" | "--endpoints" | "--talosconfig" | "--context" | "--cluster"
-            | "--wait-timeout" | "--control-plane-nodes" | "--worker-nodes" | "--init-node"
-            | "--k8s-endpoint" | "-o" | "--output" | "--file" | "-f" | "-m" | "--mode"
+        "-n" | "--nodes"
+            | "-e"
+            | "--endpoints"
+            | "--talosconfig"
+            | "--context"
+            | "--cluster"
+            | "--wait-timeout"
+            | "--control-plane-nodes"
+            | "--worker-nodes"
+            | "--init-node"
+            | "--k8s-endpoint"
+            | "-o"
+            | "--output"
+            | "--file"
+            | "-f"
+            | "-m"
+            | "--mode"
     )
 }
 
@@ -45,7 +59,10 @@ fn installs_cni(u: &Unit) -> bool {
     commands(&u.run).iter().any(|c| {
         helm::is_cilium_chart(&c.argv)
             || (c.tool() == "cilium"
-                && matches!(c.argv.get(1).map(String::as_str), Some("install" | "upgrade")))
+                && matches!(
+                    c.argv.get(1).map(String::as_str),
+                    Some("install" | "upgrade")
+                ))
     })
 }
 
@@ -101,7 +118,10 @@ fn uses_flux(a: &ActionSpec) -> Option<String> {
                 return None;
             }
             let pos = positionals(&c.argv, &|f| {
-                matches!(f, "-n" | "--namespace" | "--context" | "--kubeconfig" | "--timeout")
+                matches!(
+                    f,
+                    "-n" | "--namespace" | "--context" | "--kubeconfig" | "--timeout"
+                )
             });
             match pos.first().copied() {
                 None | Some("bootstrap" | "install" | "version" | "completion" | "help") => None,
@@ -195,7 +215,10 @@ fn finding_at(cx: &Ctx, p: &Place, needles: &[&str], msg: String, help: &str) ->
             UserError::new(msg)
                 .in_file(file)
                 .at(line, col)
-                .field(format!("gate.{}.check", item.split('/').next().unwrap_or(item)))
+                .field(format!(
+                    "gate.{}.check",
+                    item.split('/').next().unwrap_or(item)
+                ))
                 .help(help)
                 .with_source_line()
         }
@@ -218,7 +241,8 @@ fn name_of(cx: &Ctx, p: &Place) -> String {
 pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
     let mut out = Vec::new();
     let units: Vec<(usize, &Unit)> = cx.units().collect();
-    let same_cluster = |u: &Unit, c: &Option<String>| c.is_none() || u.cluster.is_none() || u.cluster == *c;
+    let same_cluster =
+        |u: &Unit, c: &Option<String>| c.is_none() || u.cluster.is_none() || u.cluster == *c;
     let cni_none: Vec<String> = talos::facts_by_cluster(cx)
         .into_iter()
         .filter(|(_, f, _, _)| f.cni.as_ref().is_some_and(|v| v.value == "none"))
@@ -267,7 +291,10 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
         if acts && !p.unit.is_some_and(is_bootstrap) {
             for c in commands(p.action) {
                 let Some(sub) = talos_sub(&c) else { continue };
-                if (sub == "health" || sub == "etcd") && exists(&is_bootstrap) && !before(&is_bootstrap) {
+                if (sub == "health" || sub == "etcd")
+                    && exists(&is_bootstrap)
+                    && !before(&is_bootstrap)
+                {
                     out.push(Finding::error(
                         RULE,
                         finding_at(
@@ -319,7 +346,10 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
             } else if group == "cilium.io" {
                 (before(&installs_cilium), "the Cilium install")
             } else {
-                (before(&installs_something), "a step that installs it (helm, kubectl apply, or Flux)")
+                (
+                    before(&installs_something),
+                    "a step that installs it (helm, kubectl apply, or Flux)",
+                )
             };
             if !ok {
                 out.push(Finding::error(

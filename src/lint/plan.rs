@@ -288,4 +288,3 @@ fn covering(plan: &Plan) -> String {
         len -= 1;
     }
 }
-

@@ -30,9 +30,17 @@ static TOKEN: LazyLock<Regex> = LazyLock::new(|| {
 /// Environment names that carry credentials.
 fn secretish_name(name: &str) -> bool {
     let n = name.to_ascii_uppercase();
-    ["TOKEN", "PASSWORD", "PASSWD", "SECRET", "API_KEY", "PRIVATE_KEY", "CREDENTIAL"]
-        .iter()
-        .any(|w| n.contains(w))
+    [
+        "TOKEN",
+        "PASSWORD",
+        "PASSWD",
+        "SECRET",
+        "API_KEY",
+        "PRIVATE_KEY",
+        "CREDENTIAL",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
 }
 
 fn is_templated_or_reference(v: &str) -> bool {
@@ -57,20 +65,21 @@ fn masked(literal: &str) -> String {
 
 /// Mask `literals` and anything shaped like a credential in a finding's message, help and snippet.
 pub fn mask_error(e: &mut UserError, literals: &[String]) {
-    let mask = |s: &str| -> String {
-        let mut out = s.to_string();
-        for l in literals {
-            if out.contains(l.as_str()) {
-                out = out.replace(l.as_str(), &masked(l));
-            }
+    e.message = mask_text(&e.message, literals);
+    e.help = e.help.as_deref().map(|h| mask_text(h, literals));
+    e.snippet = e.snippet.as_deref().map(|s| mask_text(s, literals));
+}
+
+fn mask_text(s: &str, literals: &[String]) -> String {
+    let mut out = s.to_string();
+    for l in literals {
+        if out.contains(l.as_str()) {
+            out = out.replace(l.as_str(), &masked(l));
         }
-        TOKEN
-            .replace_all(&out, |c: &regex::Captures| masked(&c[0]))
-            .into_owned()
-    };
-    e.message = mask(&e.message);
-    e.help = e.help.as_deref().map(mask);
-    e.snippet = e.snippet.as_deref().map(mask);
+    }
+    TOKEN
+        .replace_all(&out, |c: &regex::Captures| masked(&c[0]))
+        .into_owned()
 }
 
 /// Every literal the inputs hold where a reference belongs (plan secrets, credential-named
@@ -151,10 +160,22 @@ fn prints_secret(argv: &[String]) -> Option<(String, &'static str)> {
             let pos = positionals(argv, &|f| {
                 matches!(
                     f,
-                    "-o" | "--output" | "--output-file" | "-n" | "--nodes" | "-e" | "--endpoints"
-                        | "--talosconfig" | "--context" | "--with-secrets" | "-t"
-                        | "--output-types" | "--config-patch" | "--kubernetes-version"
-                        | "--talos-version" | "--install-disk" | "--install-image"
+                    "-o" | "--output"
+                        | "--output-file"
+                        | "-n"
+                        | "--nodes"
+                        | "-e"
+                        | "--endpoints"
+                        | "--talosconfig"
+                        | "--context"
+                        | "--with-secrets"
+                        | "-t"
+                        | "--output-types"
+                        | "--config-patch"
+                        | "--kubernetes-version"
+                        | "--talos-version"
+                        | "--install-disk"
+                        | "--install-image"
                 )
             });
             if pos.starts_with(&["gen", "secrets"])
@@ -189,13 +210,17 @@ fn prints_secret(argv: &[String]) -> Option<(String, &'static str)> {
             let pos = positionals(argv, &|f| {
                 matches!(
                     f,
-                    "--vault" | "--account" | "--format" | "--fields" | "-o" | "--out-file"
-                        | "--session" | "--config"
+                    "--vault"
+                        | "--account"
+                        | "--format"
+                        | "--fields"
+                        | "-o"
+                        | "--out-file"
+                        | "--session"
+                        | "--config"
                 )
             });
-            if pos.first() == Some(&"read")
-                && flag_values(argv, &["-o", "--out-file"]).is_empty()
-            {
+            if pos.first() == Some(&"read") && flag_values(argv, &["-o", "--out-file"]).is_empty() {
                 return Some((
                     "op read prints the secret's value".into(),
                     "pass the reference in env: (the engine resolves op:// references and redacts them), or write it to a file with op read --out-file",
@@ -213,13 +238,20 @@ fn prints_secret(argv: &[String]) -> Option<(String, &'static str)> {
             let pos = positionals(argv, &|f| {
                 matches!(
                     f,
-                    "-n" | "--namespace" | "--context" | "-o" | "--output" | "--kubeconfig"
-                        | "-l" | "--selector" | "--field-selector"
+                    "-n" | "--namespace"
+                        | "--context"
+                        | "-o"
+                        | "--output"
+                        | "--kubeconfig"
+                        | "-l"
+                        | "--selector"
+                        | "--field-selector"
                 )
             });
             let getting_secret = pos.first() == Some(&"get")
                 && pos.get(1).is_some_and(|k| {
-                    k.split([',', '/']).any(|k| matches!(k, "secret" | "secrets"))
+                    k.split([',', '/'])
+                        .any(|k| matches!(k, "secret" | "secrets"))
                 });
             let out = flag_values(argv, &["-o", "--output"]);
             if getting_secret
@@ -299,7 +331,12 @@ pub fn step_findings(cx: &Ctx) -> Vec<Finding> {
     }
     // Credential-shaped literals anywhere in the files (plan secrets have their own finding).
     let mut files: Vec<(&Path, &str)> = vec![(&cx.spec.plan_file, &cx.spec.plan_text)];
-    files.extend(cx.spec.phases.iter().map(|p| (p.file.as_path(), p.text.as_str())));
+    files.extend(
+        cx.spec
+            .phases
+            .iter()
+            .map(|p| (p.file.as_path(), p.text.as_str())),
+    );
     for (file, text) in files {
         for (n, line) in text.lines().enumerate() {
             if line.trim_start().starts_with('#') {
@@ -307,7 +344,9 @@ pub fn step_findings(cx: &Ctx) -> Vec<Finding> {
             }
             let Some(m) = TOKEN.find(line) else { continue };
             let field = crate::spec::load::yaml_path_at(text, n + 1, m.start() + 1);
-            if file == cx.spec.plan_file && field.as_deref().is_some_and(|f| f.starts_with("secrets.")) {
+            if file == cx.spec.plan_file
+                && field.as_deref().is_some_and(|f| f.starts_with("secrets."))
+            {
                 continue;
             }
             if lines_reported.contains(&(file.to_path_buf(), n as u64 + 1)) {
@@ -325,32 +364,6 @@ pub fn step_findings(cx: &Ctx) -> Vec<Finding> {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn masking_keeps_no_part_of_a_secret() {
-        let mut e = UserError::new("x ghp_abcdefghijklmnopqrstuvwxyz0123456789 y hunter22");
-        e.snippet = Some("  token: hunter22".into());
-        mask_error(&mut e, &["hunter22".to_string()]);
-        assert!(!e.message.contains("abcdefghij"), "{}", e.message);
-        assert!(e.message.contains("ghp_****"), "{}", e.message);
-        assert!(!e.snippet.as_deref().unwrap_or("").contains("hunter22"));
-    }
-
-    #[test]
-    fn prints_secret_sees_stdout_bundles() {
-        let v = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
-        assert!(prints_secret(&v("talosctl gen secrets -o -")).is_some());
-        assert!(prints_secret(&v("talosctl gen secrets -o /x/secrets.yaml")).is_none());
-        assert!(prints_secret(&v("cat /s/infra/secrets.yaml")).is_some());
-        assert!(prints_secret(&v("op read op://v/i/f")).is_some());
-        assert!(prints_secret(&v("op item get x --vault v --format json")).is_none());
-        assert!(prints_secret(&v("kubectl get secret x -n y -o yaml")).is_some());
-    }
 }
 
 /// Credential-named environment variables written as literals in phase files (also enforced when
@@ -380,4 +393,30 @@ pub fn env_literal_findings(spec: &Spec) -> Vec<UserError> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masking_keeps_no_part_of_a_secret() {
+        let mut e = UserError::new("x ghp_abcdefghijklmnopqrstuvwxyz0123456789 y hunter22");
+        e.snippet = Some("  token: hunter22".into());
+        mask_error(&mut e, &["hunter22".to_string()]);
+        assert!(!e.message.contains("abcdefghij"), "{}", e.message);
+        assert!(e.message.contains("ghp_****"), "{}", e.message);
+        assert!(!e.snippet.as_deref().unwrap_or("").contains("hunter22"));
+    }
+
+    #[test]
+    fn prints_secret_sees_stdout_bundles() {
+        let v = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        assert!(prints_secret(&v("talosctl gen secrets -o -")).is_some());
+        assert!(prints_secret(&v("talosctl gen secrets -o /x/secrets.yaml")).is_none());
+        assert!(prints_secret(&v("cat /s/infra/secrets.yaml")).is_some());
+        assert!(prints_secret(&v("op read op://v/i/f")).is_some());
+        assert!(prints_secret(&v("op item get x --vault v --format json")).is_none());
+        assert!(prints_secret(&v("kubectl get secret x -n y -o yaml")).is_some());
+    }
 }

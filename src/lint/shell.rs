@@ -6,8 +6,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::context::{Ctx, roles, script_of};
 use super::Finding;
+use super::context::{Ctx, roles, script_of};
 
 const RULE: &str = "shell";
 
@@ -23,7 +23,9 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
                 continue;
             }
             // The source wrote a continuation at a line's end: YAML folded it.
-            let Some(text) = cx.text_of(&u.file) else { continue };
+            let Some(text) = cx.text_of(&u.file) else {
+                continue;
+            };
             let key = format!("{}:", role.field());
             let (from, _) = cx.locate(u, &[&key]);
             let lines: Vec<&str> = text.lines().collect();

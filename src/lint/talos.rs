@@ -140,7 +140,11 @@ fn merge_facts(facts: &mut Facts, doc: &Value, loc_of: &dyn Fn(&[&str]) -> Loc) 
     };
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     if let Some(v) = get(&["cluster", "network", "cni", "name"]).and_then(Value::as_str) {
@@ -246,7 +250,8 @@ pub fn gen_configs<'a>(cx: &Ctx<'a>) -> Vec<GenConfig<'a>> {
                 } else if let Some(doc) = parse_doc(v) {
                     let loc_of = |p: &[&str]| {
                         let key = p.last().copied().unwrap_or("");
-                        let (line, col) = cx.locate(u, &[&format!("\"{key}\""), key, "--config-patch"]);
+                        let (line, col) =
+                            cx.locate(u, &[&format!("\"{key}\""), key, "--config-patch"]);
                         let _ = phase_text;
                         Loc {
                             file: u.file.clone(),
@@ -283,7 +288,10 @@ pub fn cilium_install(cx: &Ctx) -> Option<CiliumInstall> {
     for (i, u) in cx.units() {
         for c in commands(&u.run) {
             let is_cli = c.tool() == "cilium"
-                && matches!(c.argv.get(1).map(String::as_str), Some("install" | "upgrade"));
+                && matches!(
+                    c.argv.get(1).map(String::as_str),
+                    Some("install" | "upgrade")
+                );
             let values = if is_cli {
                 Some(helm::set_values(&c.argv, &["--set", "--helm-set"]))
             } else if helm::is_cilium_chart(&c.argv) {
@@ -300,7 +308,8 @@ pub fn cilium_install(cx: &Ctx) -> Option<CiliumInstall> {
                         && let Some(doc) = parse_doc(&t)
                     {
                         kpr |= matches!(doc.get("kubeProxyReplacement"), Some(Value::Bool(true)))
-                            || doc.get("kubeProxyReplacement").and_then(Value::as_str) == Some("true");
+                            || doc.get("kubeProxyReplacement").and_then(Value::as_str)
+                                == Some("true");
                     }
                 }
                 let e = found.get_or_insert(CiliumInstall {

@@ -79,20 +79,40 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
                     && let Some(want) = v.charts.get("cilium")
                 {
                     for got in flag_values(&c.argv, &["--version"]) {
-                        pins.push(("--version", got, want.clone(), "{{ versions.charts.cilium }}"));
+                        pins.push((
+                            "--version",
+                            got,
+                            want.clone(),
+                            "{{ versions.charts.cilium }}",
+                        ));
                     }
                 }
-                if c.tool() == "cilium" && matches!(c.argv.get(1).map(String::as_str), Some("install" | "upgrade")) {
+                if c.tool() == "cilium"
+                    && matches!(
+                        c.argv.get(1).map(String::as_str),
+                        Some("install" | "upgrade")
+                    )
+                {
                     for got in flag_values(&c.argv, &["--version"]) {
                         pins.push(("--version", got, v.cilium.clone(), "{{ versions.cilium }}"));
                     }
                 }
                 if c.tool() == "talosctl" {
                     for got in flag_values(&c.argv, &["--talos-version"]) {
-                        pins.push(("--talos-version", got, v.talos.clone(), "{{ versions.talos }}"));
+                        pins.push((
+                            "--talos-version",
+                            got,
+                            v.talos.clone(),
+                            "{{ versions.talos }}",
+                        ));
                     }
                     for got in flag_values(&c.argv, &["--kubernetes-version"]) {
-                        pins.push(("--kubernetes-version", got, v.kubernetes.clone(), "{{ versions.kubernetes }}"));
+                        pins.push((
+                            "--kubernetes-version",
+                            got,
+                            v.kubernetes.clone(),
+                            "{{ versions.kubernetes }}",
+                        ));
                     }
                 }
                 for (flag, got, want, tmpl) in pins {
@@ -103,9 +123,14 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
                                 u,
                                 role.field(),
                                 &[got, flag],
-                                format!("{} {flag} {got} disagrees with the plan's {want}", c.tool()),
+                                format!(
+                                    "{} {flag} {got} disagrees with the plan's {want}",
+                                    c.tool()
+                                ),
                             )
-                            .help(format!("write {flag} \"{tmpl}\" so the plan pins one version")),
+                            .help(format!(
+                                "write {flag} \"{tmpl}\" so the plan pins one version"
+                            )),
                         ));
                     }
                 }

@@ -50,12 +50,36 @@ pub enum Problem {
 }
 
 const KUBECTL_GLOBAL: &[&str] = &[
-    "--context=", "--kubeconfig=", "-n|--namespace=", "--cluster=", "--user=", "-s|--server=",
-    "--token=", "--as=", "--as-group=", "--as-uid=", "--certificate-authority=",
-    "--client-certificate=", "--client-key=", "--insecure-skip-tls-verify", "--request-timeout=",
-    "--tls-server-name=", "--cache-dir=", "-v|--v=", "--match-server-version", "--username=",
-    "--password=", "--profile=", "--profile-output=", "--disable-compression", "--warnings-as-errors",
-    "--log-flush-frequency=", "-o|--output=", "-l|--selector=", "-f|--filename=", "-A|--all-namespaces",
+    "--context=",
+    "--kubeconfig=",
+    "-n|--namespace=",
+    "--cluster=",
+    "--user=",
+    "-s|--server=",
+    "--token=",
+    "--as=",
+    "--as-group=",
+    "--as-uid=",
+    "--certificate-authority=",
+    "--client-certificate=",
+    "--client-key=",
+    "--insecure-skip-tls-verify",
+    "--request-timeout=",
+    "--tls-server-name=",
+    "--cache-dir=",
+    "-v|--v=",
+    "--match-server-version",
+    "--username=",
+    "--password=",
+    "--profile=",
+    "--profile-output=",
+    "--disable-compression",
+    "--warnings-as-errors",
+    "--log-flush-frequency=",
+    "-o|--output=",
+    "-l|--selector=",
+    "-f|--filename=",
+    "-A|--all-namespaces",
 ];
 
 #[rustfmt::skip]
@@ -92,17 +116,39 @@ const KUBECTL: &[Cmd] = &[
 
 /// cilium-cli persistent flags (`cilium-cli/cli/cmd.go`).
 const CILIUM_GLOBAL: &[&str] = &[
-    "--context=", "-n|--namespace=", "--as=", "--as-group=", "--helm-release-name=", "--kubeconfig=",
+    "--context=",
+    "-n|--namespace=",
+    "--as=",
+    "--as-group=",
+    "--helm-release-name=",
+    "--kubeconfig=",
     "-h|--help",
 ];
 
 /// `cilium install` / `upgrade` flags (real-tools §2.1; cilium-cli `install.go`).
 const CILIUM_INSTALL: &[&str] = &[
-    "--version=", "--set=", "--helm-set=", "--set-string=", "--set-file=", "-f|--values=",
-    "--helm-values=", "--wait", "--wait-duration=", "--dry-run", "--dry-run-helm-values",
-    "--chart-directory=", "--repository=", "--datapath-mode=", "--nodes-without-cilium",
-    "--list-versions", "--reset-then-reuse-values", "--reuse-values", "--reset-values",
-    "-r|--restart", "--helm-set-file=", "--helm-set-string=",
+    "--version=",
+    "--set=",
+    "--helm-set=",
+    "--set-string=",
+    "--set-file=",
+    "-f|--values=",
+    "--helm-values=",
+    "--wait",
+    "--wait-duration=",
+    "--dry-run",
+    "--dry-run-helm-values",
+    "--chart-directory=",
+    "--repository=",
+    "--datapath-mode=",
+    "--nodes-without-cilium",
+    "--list-versions",
+    "--reset-then-reuse-values",
+    "--reuse-values",
+    "--reset-values",
+    "-r|--restart",
+    "--helm-set-file=",
+    "--helm-set-string=",
 ];
 
 #[rustfmt::skip]
@@ -141,11 +187,28 @@ const CILIUM: &[Cmd] = &[
 
 /// flux persistent flags (flux2 `cmd/flux/main.go`).
 const FLUX_GLOBAL: &[&str] = &[
-    "--context=", "--kubeconfig=", "-n|--namespace=", "--timeout=", "--verbose", "--cluster=",
-    "--kube-api-burst=", "--kube-api-qps=", "--insecure-skip-tls-verify", "-s|--server=",
-    "--token=", "--user=", "--certificate-authority=", "--as=", "--as-group=", "--as-uid=",
-    "--cache-dir=", "--client-certificate=", "--client-key=", "--disable-compression",
-    "--tls-server-name=", "-h|--help",
+    "--context=",
+    "--kubeconfig=",
+    "-n|--namespace=",
+    "--timeout=",
+    "--verbose",
+    "--cluster=",
+    "--kube-api-burst=",
+    "--kube-api-qps=",
+    "--insecure-skip-tls-verify",
+    "-s|--server=",
+    "--token=",
+    "--user=",
+    "--certificate-authority=",
+    "--as=",
+    "--as-group=",
+    "--as-uid=",
+    "--cache-dir=",
+    "--client-certificate=",
+    "--client-key=",
+    "--disable-compression",
+    "--tls-server-name=",
+    "-h|--help",
 ];
 
 #[rustfmt::skip]
@@ -179,8 +242,16 @@ const OP: &[Cmd] = &[
 ];
 
 const OP_GLOBAL: &[&str] = &[
-    "--account=", "--cache", "--config=", "--debug", "--encoding=", "--format=", "--iso-timestamps",
-    "--no-color", "--session=", "--vault=",
+    "--account=",
+    "--cache",
+    "--config=",
+    "--debug",
+    "--encoding=",
+    "--format=",
+    "--iso-timestamps",
+    "--no-color",
+    "--session=",
+    "--vault=",
 ];
 
 #[rustfmt::skip]
@@ -192,40 +263,96 @@ const HUBBLE: &[Cmd] = &[
 ];
 
 const HUBBLE_GLOBAL: &[&str] = &[
-    "--server=", "--timeout=", "--request-timeout=", "--kube-context=", "--kube-namespace=",
-    "--kubeconfig=", "-P|--port-forward", "--port-forward-port=", "-o|--output=", "--config=",
-    "-D|--debug", "--tls", "--tls-allow-insecure", "--tls-ca-cert-files=",
-    "--tls-client-cert-file=", "--tls-client-key-file=", "--tls-server-name=", "--basic-auth-username=",
+    "--server=",
+    "--timeout=",
+    "--request-timeout=",
+    "--kube-context=",
+    "--kube-namespace=",
+    "--kubeconfig=",
+    "-P|--port-forward",
+    "--port-forward-port=",
+    "-o|--output=",
+    "--config=",
+    "-D|--debug",
+    "--tls",
+    "--tls-allow-insecure",
+    "--tls-ca-cert-files=",
+    "--tls-client-cert-file=",
+    "--tls-client-key-file=",
+    "--tls-server-name=",
+    "--basic-auth-username=",
     "--basic-auth-password=",
 ];
 
 const TALOSCTL_GLOBAL: &[&str] = &[
-    "--talosconfig=", "--context=", "-n|--nodes=", "-e|--endpoints=", "--cluster=",
-    "--siderov1-keys-dir=", "-h|--help",
+    "--talosconfig=",
+    "--context=",
+    "-n|--nodes=",
+    "-e|--endpoints=",
+    "--cluster=",
+    "--siderov1-keys-dir=",
+    "-h|--help",
 ];
 
 const HELM_GLOBAL: &[&str] = &[
-    "--burst-limit=", "--debug", "--kube-apiserver=", "--kube-as-group=", "--kube-as-user=",
-    "--kube-ca-file=", "--kube-context=", "--kube-insecure-skip-tls-verify",
-    "--kube-tls-server-name=", "--kube-token=", "--kubeconfig=", "-n|--namespace=", "--qps=",
-    "--registry-config=", "--repository-cache=", "--repository-config=", "-h|--help",
+    "--burst-limit=",
+    "--debug",
+    "--kube-apiserver=",
+    "--kube-as-group=",
+    "--kube-as-user=",
+    "--kube-ca-file=",
+    "--kube-context=",
+    "--kube-insecure-skip-tls-verify",
+    "--kube-tls-server-name=",
+    "--kube-token=",
+    "--kubeconfig=",
+    "-n|--namespace=",
+    "--qps=",
+    "--registry-config=",
+    "--repository-cache=",
+    "--repository-config=",
+    "-h|--help",
 ];
 
 /// talosctl aliases (siderolabs/talos v1.11.5 `cmd/talosctl`, the commands' `Aliases`).
 const TALOSCTL_ALIASES: &[(&str, &str)] = &[
-    ("apply", "apply-config"), ("cg", "cgroups"), ("c", "containers"), ("cp", "copy"),
-    ("g", "get"), ("images", "image"), ("ls", "list"), ("m", "memory"), ("free", "memory"),
-    ("mount", "mounts"), ("ss", "netstat"), ("tcpdump", "pcap"), ("p", "processes"),
-    ("ps", "processes"), ("cat", "read"), ("route", "routes"), ("services", "service"),
-    ("du", "usage"), ("config endpoints", "config endpoint"), ("config nodes", "config node"),
-    ("config use-context", "config context"), ("config get-contexts", "config contexts"),
+    ("apply", "apply-config"),
+    ("cg", "cgroups"),
+    ("c", "containers"),
+    ("cp", "copy"),
+    ("g", "get"),
+    ("images", "image"),
+    ("ls", "list"),
+    ("m", "memory"),
+    ("free", "memory"),
+    ("mount", "mounts"),
+    ("ss", "netstat"),
+    ("tcpdump", "pcap"),
+    ("p", "processes"),
+    ("ps", "processes"),
+    ("cat", "read"),
+    ("route", "routes"),
+    ("services", "service"),
+    ("du", "usage"),
+    ("config endpoints", "config endpoint"),
+    ("config nodes", "config node"),
+    ("config use-context", "config context"),
+    ("config get-contexts", "config contexts"),
 ];
 
 /// helm aliases (helm v3 commands' `Aliases`).
 const HELM_ALIASES: &[(&str, &str)] = &[
-    ("ls", "list"), ("un", "uninstall"), ("del", "uninstall"), ("delete", "uninstall"),
-    ("hist", "history"), ("inspect", "show"), ("dep", "dependency"), ("dependencies", "dependency"),
-    ("repo ls", "repo list"), ("repo rm", "repo remove"), ("plugin ls", "plugin list"),
+    ("ls", "list"),
+    ("un", "uninstall"),
+    ("del", "uninstall"),
+    ("delete", "uninstall"),
+    ("hist", "history"),
+    ("inspect", "show"),
+    ("dep", "dependency"),
+    ("dependencies", "dependency"),
+    ("repo ls", "repo list"),
+    ("repo rm", "repo remove"),
+    ("plugin ls", "plugin list"),
 ];
 
 const CILIUM_ALIASES: &[(&str, &str)] = &[("encryption", "encrypt")];
@@ -250,28 +377,86 @@ pub const TOOLS: &[Tool] = &[
         commands: CILIUM,
         aliases: CILIUM_ALIASES,
         global: CILIUM_GLOBAL,
-        open_groups: &["bgp", "clustermesh", "config", "encrypt", "features", "multicast", "context", "cmdref", "completion", "help", "sysdump"],
+        open_groups: &[
+            "bgp",
+            "clustermesh",
+            "config",
+            "encrypt",
+            "features",
+            "multicast",
+            "context",
+            "cmdref",
+            "completion",
+            "help",
+            "sysdump",
+        ],
     },
     Tool {
         name: "flux",
         commands: FLUX,
         aliases: &[],
         global: FLUX_GLOBAL,
-        open_groups: &["build", "create", "debug", "delete", "diff", "export", "get", "logs", "migrate", "pull", "push", "reconcile", "resume", "stats", "suspend", "tag", "trace", "tree", "events", "completion", "help"],
+        open_groups: &[
+            "build",
+            "create",
+            "debug",
+            "delete",
+            "diff",
+            "export",
+            "get",
+            "logs",
+            "migrate",
+            "pull",
+            "push",
+            "reconcile",
+            "resume",
+            "stats",
+            "suspend",
+            "tag",
+            "trace",
+            "tree",
+            "events",
+            "completion",
+            "help",
+        ],
     },
     Tool {
         name: "kubectl",
         commands: KUBECTL,
         aliases: &[],
         global: KUBECTL_GLOBAL,
-        open_groups: &["auth", "certificate", "create", "set", "top", "plugin", "alpha", "completion", "apply", "debug"],
+        open_groups: &[
+            "auth",
+            "certificate",
+            "create",
+            "set",
+            "top",
+            "plugin",
+            "alpha",
+            "completion",
+            "apply",
+            "debug",
+        ],
     },
     Tool {
         name: "op",
         commands: OP,
         aliases: &[],
         global: OP_GLOBAL,
-        open_groups: &["account", "connect", "document", "events-api", "group", "item", "plugin", "service-account", "user", "vault", "completion", "help"],
+        open_groups: &[
+            "account",
+            "connect",
+            "document",
+            "events-api",
+            "group",
+            "item",
+            "plugin",
+            "service-account",
+            "user",
+            "vault",
+            "completion",
+            "help",
+        ],
     },
     Tool {
         name: "hubble",
@@ -330,7 +515,11 @@ impl Tool {
     pub fn takes_value(&self, flag: &str) -> bool {
         self.global
             .iter()
-            .chain(self.commands.iter().flat_map(|c| c.flags.unwrap_or(&[]).iter()))
+            .chain(
+                self.commands
+                    .iter()
+                    .flat_map(|c| c.flags.unwrap_or(&[]).iter()),
+            )
             .find_map(|s| spec_matches(s, flag))
             .unwrap_or(false)
     }
@@ -339,7 +528,11 @@ impl Tool {
     fn knows(&self, flag: &str) -> bool {
         self.global
             .iter()
-            .chain(self.commands.iter().flat_map(|c| c.flags.unwrap_or(&[]).iter()))
+            .chain(
+                self.commands
+                    .iter()
+                    .flat_map(|c| c.flags.unwrap_or(&[]).iter()),
+            )
             .any(|s| spec_matches(s, flag).is_some())
     }
 
@@ -411,7 +604,9 @@ impl Tool {
         };
         for f in flags {
             // Short flags bundled (`-it`) and numeric values (`-1`) are left alone.
-            if !f.starts_with("--") && f.len() > 2 || f.chars().nth(1).is_some_and(|c| c.is_ascii_digit()) {
+            if !f.starts_with("--") && f.len() > 2
+                || f.chars().nth(1).is_some_and(|c| c.is_ascii_digit())
+            {
                 continue;
             }
             let ok = known
@@ -471,17 +666,42 @@ mod tests {
     #[test]
     fn real_commands_pass_and_invented_ones_do_not() {
         let cilium = tool("cilium").unwrap();
-        assert!(cilium.check(&argv("cilium status --wait --context admin@infra")).is_empty());
-        let p = cilium.check(&argv("cilium service list --context admin@infra --clustermesh-affinity"));
-        assert!(matches!(&p[..], [Problem::UnknownCommand { word, .. }] if word == "service"), "{p:?}");
+        assert!(
+            cilium
+                .check(&argv("cilium status --wait --context admin@infra"))
+                .is_empty()
+        );
+        let p = cilium.check(&argv(
+            "cilium service list --context admin@infra --clustermesh-affinity",
+        ));
+        assert!(
+            matches!(&p[..], [Problem::UnknownCommand { word, .. }] if word == "service"),
+            "{p:?}"
+        );
         let talosctl = tool("talosctl").unwrap();
-        assert!(talosctl.check(&argv("talosctl -n 10.0.0.1 etcd members")).is_empty());
-        assert!(talosctl.check(&argv("talosctl apply --insecure -n 1 --file x")).is_empty());
+        assert!(
+            talosctl
+                .check(&argv("talosctl -n 10.0.0.1 etcd members"))
+                .is_empty()
+        );
+        assert!(
+            talosctl
+                .check(&argv("talosctl apply --insecure -n 1 --file x"))
+                .is_empty()
+        );
         let p = talosctl.check(&argv("talosctl etcdctl member list"));
         assert!(matches!(&p[..], [Problem::UnknownCommand { .. }]), "{p:?}");
         let p = talosctl.check(&argv("talosctl gen config a https://a:6443 --output-dir x"));
-        assert!(matches!(&p[..], [Problem::UnknownFlag { flag, .. }] if flag == "--output-dir"), "{p:?}");
+        assert!(
+            matches!(&p[..], [Problem::UnknownFlag { flag, .. }] if flag == "--output-dir"),
+            "{p:?}"
+        );
         let helm = tool("helm").unwrap();
-        assert!(helm.check(&argv("helm upgrade --install cilium cilium/cilium --wait --dry-run -n kube-system")).is_empty());
+        assert!(
+            helm.check(&argv(
+                "helm upgrade --install cilium cilium/cilium --wait --dry-run -n kube-system"
+            ))
+            .is_empty()
+        );
     }
 }
