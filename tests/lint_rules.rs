@@ -249,3 +249,28 @@ fn no_finding_ever_echoes_a_secret() {
     }
     assert!(checked > 20);
 }
+
+#[test]
+fn json_output_lists_findings_masked() {
+    let out = run_case("secrets", "fail-literal-token", &["--output", "json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let f = &v["findings"][0];
+    assert_eq!(f["rule"], "secrets");
+    assert_eq!(f["severity"], "error");
+    assert_eq!(f["field"], "steps.flux-bootstrap.env.GITHUB_TOKEN");
+    assert!(f["line"].as_u64().is_some_and(|l| l > 0));
+    assert!(
+        !text(&out.stdout).contains("ghp_R3al"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Warnings alone exit 0, and 2 with --strict.
+    let warn = run_case("deprecated", "fail-flux-beta-api", &["--output", "json"]);
+    assert_eq!(warn.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&warn.stdout).unwrap();
+    assert_eq!(v["errors"], 0);
+    assert!(v["warnings"].as_u64().is_some_and(|n| n > 0));
+    let strict = run_case("deprecated", "fail-flux-beta-api", &["--strict"]);
+    assert_eq!(strict.status.code(), Some(2));
+}

@@ -160,6 +160,28 @@ pub fn lint_command(g: &Global, a: &LintArgs) -> Result<Exit> {
         .filter(|f| f.severity == Severity::Error)
         .count();
     let warnings = findings.len() - errors;
+    if g.output == crate::cli::OutputMode::Json {
+        // One JSON document on stdout, for CI: the findings, already masked.
+        let list: Vec<serde_json::Value> = findings
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "severity": match f.severity { Severity::Error => "error", Severity::Warning => "warning" },
+                    "rule": f.rule,
+                    "file": f.error.file.as_ref().map(|p| p.display().to_string()),
+                    "line": f.error.line,
+                    "column": f.error.column,
+                    "field": f.error.field,
+                    "message": f.error.message,
+                    "help": f.error.help,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "errors": errors, "warnings": warnings, "findings": list })
+        );
+    }
     for (i, f) in findings.iter().enumerate() {
         if i > 0 {
             eprintln!();
@@ -171,7 +193,7 @@ pub fn lint_command(g: &Global, a: &LintArgs) -> Result<Exit> {
         eprintln!("{label}[{}]: {}", f.rule, f.error);
     }
     if findings.is_empty() {
-        if !g.quiet {
+        if !g.quiet && g.output != crate::cli::OutputMode::Json {
             println!(
                 "lint: no problems in {} and {} phase file(s)",
                 spec.plan_file.display(),
