@@ -274,3 +274,25 @@ fn json_output_lists_findings_masked() {
     let strict = run_case("deprecated", "fail-flux-beta-api", &["--strict"]);
     assert_eq!(strict.status.code(), Some(2));
 }
+
+#[test]
+fn plan_probe_shows_online_findings_as_warnings() {
+    let st = tempfile::tempdir().unwrap();
+    let out = bootstrap(
+        &[
+            "plan",
+            "--probe",
+            "--phase",
+            "foundation",
+            "--plan",
+            "tests/fixtures/lint/online/fail-git-path/plan.yaml",
+        ],
+        st.path(),
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("warning[online]: tests/fixtures/lint/online/fail-git-path/plan.yaml:73:5: git.paths.apps:"),
+        "{err}"
+    );
+}

@@ -220,6 +220,23 @@ pub fn lint_command(g: &Global, a: &LintArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// The `--online` findings alone, masked (for `plan --probe`, which shows them as warnings).
+pub fn online_findings(
+    spec: &crate::spec::load::Spec,
+    dag: &Dag,
+    state_dir: &Path,
+) -> Vec<UserError> {
+    let cx = Ctx::new(spec, dag, state_dir);
+    let literals = secrets::literals(spec);
+    online::findings(&cx)
+        .into_iter()
+        .map(|mut f| {
+            secrets::mask_error(&mut f.error, &literals);
+            f.error
+        })
+        .collect()
+}
+
 pub(crate) fn at<T>(e: UserError, file: &Path, s: &Spanned<T>) -> UserError {
     e.in_file(file)
         .at(s.referenced.line(), s.referenced.column())
