@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::dag::Unit;
-use crate::spec::phase::Step;
+use crate::spec::phase::{ActionSpec, Step};
 
 use super::context::{Ctx, commands, positionals};
 use super::{Finding, talos};
@@ -184,6 +184,37 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
             let Some(own) = u.cluster.as_deref().and_then(|c| plan.cluster(c)) else {
                 continue;
             };
+            // A Kubernetes check pinned to another cluster.
+            for (role, a) in [
+                ("run", Some(&u.run)),
+                ("check", u.check.as_ref()),
+                ("verify", u.verify.as_ref()),
+            ] {
+                let Some(a) = a else { continue };
+                let pinned = match a {
+                    ActionSpec::Nodes(c) => c.cluster.as_deref(),
+                    ActionSpec::Rollout(c) => c.cluster.as_deref(),
+                    ActionSpec::Condition(c) => c.cluster.as_deref(),
+                    ActionSpec::Exists(c) | ActionSpec::Absent(c) => c.cluster.as_deref(),
+                    ActionSpec::Crd(c) => c.cluster.as_deref(),
+                    _ => None,
+                };
+                if let Some(other) = pinned.filter(|p| *p != own.name.value.as_str()) {
+                    out.push(Finding::error(
+                        RULE,
+                        cx.on_step(
+                            u,
+                            role,
+                            &["cluster:"],
+                            format!(
+                                "step {:?} for {} checks cluster {other:?}: its {role} looks at the wrong cluster",
+                                u.step, own.name.value
+                            ),
+                        )
+                        .help("drop cluster: (a check defaults to the step's cluster) or write cluster: \"{{ cluster.name }}\""),
+                    ));
+                }
+            }
             let text = rendered(u);
             for other in &plan.clusters {
                 if other.name.value == own.name.value {

@@ -30,6 +30,13 @@ static TOKEN: LazyLock<Regex> = LazyLock::new(|| {
 /// Environment names that carry credentials.
 fn secretish_name(name: &str) -> bool {
     let n = name.to_ascii_uppercase();
+    // A path to a secret, or a switch, is not the secret.
+    if ["_FILE", "_PATH", "_DIR", "_NAME", "_ENABLED", "_AUTH"]
+        .iter()
+        .any(|s| n.ends_with(s))
+    {
+        return false;
+    }
     [
         "TOKEN",
         "PASSWORD",
@@ -44,7 +51,13 @@ fn secretish_name(name: &str) -> bool {
 }
 
 fn is_templated_or_reference(v: &str) -> bool {
-    v.contains("{{") || crate::secrets::is_reference(v) || v.trim().is_empty()
+    let t = v.trim();
+    v.contains("{{")
+        || crate::secrets::is_reference(v)
+        || t.is_empty()
+        || t.starts_with('$')
+        || matches!(t, "true" | "false")
+        || t.parse::<f64>().is_ok()
 }
 
 /// The masked form of a literal: never its value, never its length.
@@ -407,6 +420,15 @@ mod tests {
         assert!(!e.message.contains("abcdefghij"), "{}", e.message);
         assert!(e.message.contains("ghp_****"), "{}", e.message);
         assert!(!e.snippet.as_deref().unwrap_or("").contains("hunter22"));
+    }
+
+    #[test]
+    fn secret_names_and_values() {
+        assert!(secretish_name("GITHUB_TOKEN"));
+        assert!(!secretish_name("GITHUB_TOKEN_FILE"));
+        assert!(is_templated_or_reference("{{ secrets.github_token }}"));
+        assert!(is_templated_or_reference("true"));
+        assert!(!is_templated_or_reference("hunter22"));
     }
 
     #[test]
