@@ -3,7 +3,7 @@
 //! The table is `tools`.
 
 use super::Finding;
-use super::context::{Ctx, commands, roles};
+use super::context::{Ctx, commands, positionals, roles};
 use super::tools::{self, Problem};
 
 const RULE: &str = "commands";
@@ -32,6 +32,32 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
                 let Some(t) = tools::tool(c.tool()) else {
                     continue;
                 };
+                // Checks that cannot fail (real-tools §2.2, §2.5): without --wait these exit 0
+                // whatever they report.
+                let pos = positionals(&c.argv, &|f| t.takes_value(f));
+                let sub: Vec<&str> = pos.iter().copied().take(2).collect();
+                if t.name == "cilium"
+                    && (sub.first() == Some(&"status") || sub[..] == ["clustermesh", "status"])
+                    && !c
+                        .argv
+                        .iter()
+                        .any(|a| a == "--wait" || a.starts_with("--wait="))
+                {
+                    out.push(Finding::warning(
+                        RULE,
+                        cx.on_step(
+                            u,
+                            role.field(),
+                            &["status"],
+                            format!(
+                                "cilium {} without --wait exits 0 even when it reports errors, so this {} cannot fail",
+                                sub.join(" "),
+                                role.field()
+                            ),
+                        )
+                        .help("add --wait (and --wait-duration) so that errors fail the step"),
+                    ));
+                }
                 for p in t.check(&c.argv) {
                     let e = match &p {
                         Problem::UnknownCommand {

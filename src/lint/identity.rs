@@ -176,6 +176,43 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
                 }
             }
         }
+        // 1b. Two clusters' generated Talos files written to one place: the second overwrites the
+        // first (or, without --force, fails with "already exists").
+        let outputs: Vec<(&Unit, String)> = units
+            .iter()
+            .filter_map(|u| {
+                commands(&u.run).into_iter().find_map(|c| {
+                    let is_gen = c.tool() == "talosctl" && c.argv.iter().any(|a| a == "gen");
+                    let o =
+                        super::context::flag_values(&c.argv, &["-o", "--output", "--output-file"])
+                            .first()
+                            .map(|s| s.to_string())?;
+                    (is_gen && o != "-").then_some((*u, o))
+                })
+            })
+            .collect();
+        'outs: for (k, (a, oa)) in outputs.iter().enumerate() {
+            for (b, ob) in outputs.iter().skip(k + 1) {
+                if a.cluster != b.cluster && oa == ob {
+                    out.push(Finding::error(
+                        RULE,
+                        cx.on_step(
+                            b,
+                            "run",
+                            &["-o", "--output"],
+                            format!(
+                                "step {:?} writes {} and {}'s Talos files to the same place {oa:?}",
+                                b.step,
+                                a.cluster.as_deref().unwrap_or(""),
+                                b.cluster.as_deref().unwrap_or("")
+                            ),
+                        )
+                        .help("write each cluster's files under its own directory: {{ paths.talos_configs }}/{{ cluster.name }}/…"),
+                    ));
+                    break 'outs;
+                }
+            }
+        }
         // 2. Another cluster's identity, hard-coded.
         if spec.is_some_and(about_peers) {
             continue;
