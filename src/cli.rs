@@ -203,6 +203,13 @@ pub struct LintArgs {
     /// Also check that every tool the selected steps run is on PATH.
     #[arg(long)]
     pub tools: bool,
+    /// Warnings fail too (exit 2).
+    #[arg(long)]
+    pub strict: bool,
+    /// Also check what only the live world knows: the Git repository's Kustomizations, the cluster
+    /// endpoints and their certificates (read-only).
+    #[arg(long)]
+    pub online: bool,
     #[command(flatten)]
     pub selection: Selection,
 }

@@ -21,7 +21,8 @@ impl Workspace {
     pub fn load(global: &Global) -> Result<Workspace, UserErrors> {
         let spec = load_spec(&global.plan, &global.phases)?;
         // Secrets are references; a literal value must never reach plan output, logs or state.
-        let secret_errors = crate::lint::secret_findings(&spec.plan, &spec.plan_file);
+        let mut secret_errors = crate::lint::secret_findings(&spec.plan, &spec.plan_file);
+        secret_errors.extend(crate::lint::env_literal_findings(&spec));
         if !secret_errors.is_empty() {
             return Err(UserErrors(secret_errors));
         }

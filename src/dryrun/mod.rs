@@ -26,6 +26,10 @@ pub fn plan_command(g: &Global, a: &PlanArgs) -> Result<Exit> {
     let mut view = build(&ws, &sel, &a.selection);
     if a.probe {
         crate::engine::probe(&ws, &mut view)?;
+        // What only the live world knows (lint --online), as warnings.
+        for e in crate::lint::online_findings(&ws.spec, &ws.dag, &ws.state_dir) {
+            eprintln!("warning[online]: {e}\n");
+        }
     }
     let rendered = match a.format {
         PlanFormat::Text => text::render(&view, color_enabled(g, a.out.is_none())),
