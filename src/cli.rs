@@ -138,6 +138,9 @@ pub struct RunArgs {
     /// Run exactly the plan saved by `bootstrap plan --format json --out FILE`.
     #[arg(long, value_name = "FILE")]
     pub from_plan: Option<PathBuf>,
+    /// Ask the checks of steps recorded done again (and run what no longer holds).
+    #[arg(long)]
+    pub refresh: bool,
 }
 
 #[derive(Debug, Args)]
@@ -200,6 +203,13 @@ pub struct LintArgs {
     /// Also check that every tool the selected steps run is on PATH.
     #[arg(long)]
     pub tools: bool,
+    /// Warnings fail too (exit 2).
+    #[arg(long)]
+    pub strict: bool,
+    /// Also check what only the live world knows: the Git repository's Kustomizations, the cluster
+    /// endpoints and their certificates (read-only).
+    #[arg(long)]
+    pub online: bool,
     #[command(flatten)]
     pub selection: Selection,
 }

@@ -71,6 +71,8 @@ pub struct Unit {
     pub stdin: bool,
     /// Serial group: units of one group never run at the same time.
     pub serial: Option<String>,
+    /// What a change of this step's definition means once it has run.
+    pub on_change: crate::spec::phase::OnChange,
     /// Rendered environment; values may be `op://` references (resolved at run time).
     pub env: BTreeMap<String, String>,
     /// sha256 of the rendered definition.
@@ -262,6 +264,17 @@ fn render_action(
     r.render_value(&mut v, ctx, file, line, field)?;
     let mut out: ActionSpec = serde_json::from_value(v)
         .map_err(|e| UserError::new(e.to_string()).in_file(file).at(line, 1))?;
+    // A check's own `timeout:` bounds that part of the step: it must be a duration.
+    if let Some(t) = crate::checks::timeout_text(&out)
+        && let Err(e) = parse_duration(t)
+    {
+        return Err(UserError::new(e)
+            .in_file(file)
+            .at(line, 1)
+            .field(format!("{field}.timeout"))
+            .help("write a duration such as 90s, 5m or 1h30m")
+            .with_source_line());
+    }
     // Built-in Kubernetes checks default to the unit's cluster.
     let slot = match &mut out {
         ActionSpec::Nodes(c) => Some(&mut c.cluster),
@@ -346,16 +359,42 @@ fn duration_field(
     }
 }
 
-fn fingerprint<T: Serialize>(v: &T) -> String {
-    let bytes = serde_json::to_vec(v).unwrap_or_default();
-    hex::encode(Sha256::digest(&bytes))
+/// sha256 of a rendered definition, over its meaning: the state directory (however it was spelt,
+/// or wherever it was moved) counts as one placeholder, so only a real change marks a step changed.
+fn fingerprint<T: Serialize>(v: &T, state_dir: &str) -> String {
+    let text = serde_json::to_string(v).unwrap_or_default();
+    let text = if state_dir.is_empty() {
+        text
+    } else {
+        text.replace(state_dir, "{{state_dir}}")
+    };
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The state directory as an absolute path without `.` or `..` parts (it need not exist yet), so
+/// commands get one spelling of it whatever the user typed.
+pub fn absolute_dir(dir: &Path) -> PathBuf {
+    let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 impl Dag {
     /// Expand and render every phase of `spec` into a checked graph.
     pub fn build(spec: &Spec, state_dir: &Path) -> Result<Dag, UserErrors> {
         let r = Renderer::new();
-        let plan_value = render::plan_value(&spec.plan, state_dir);
+        let state_dir = absolute_dir(state_dir);
+        let sd = state_dir.display().to_string();
+        let plan_value = render::plan_value(&spec.plan, &state_dir);
         let mut cache = HashMap::new();
         let mut errors: Vec<UserError> = Vec::new();
         let mut work: Vec<Work> = Vec::new();
@@ -539,16 +578,19 @@ impl Dag {
                         }
                         let description =
                             r.render(&step.description, &item.ctx, file, sline, "description")?;
-                        let fp = fingerprint(&(
-                            &check,
-                            &run,
-                            &verify,
-                            &env,
-                            timeout.as_secs(),
-                            &retry,
-                            step.confirm,
-                            step.stdin,
-                        ));
+                        let fp = fingerprint(
+                            &(
+                                &check,
+                                &run,
+                                &verify,
+                                &env,
+                                timeout.as_secs(),
+                                &retry,
+                                step.confirm,
+                                step.stdin,
+                            ),
+                            &sd,
+                        );
                         Ok(Unit {
                             id: id.clone(),
                             step: sid.clone(),
@@ -565,6 +607,7 @@ impl Dag {
                             confirm: step.confirm,
                             stdin: step.stdin,
                             serial: step.serial.clone(),
+                            on_change: step.on_change,
                             env,
                             fingerprint: fp,
                             file: file.clone(),
@@ -643,7 +686,7 @@ impl Dag {
                     }
                 }
             }
-            let fp = fingerprint(&items);
+            let fp = fingerprint(&items, &sd);
             work.push(Work::Gate(Gate {
                 id: format!("gate/{pid}"),
                 phase: pid.clone(),

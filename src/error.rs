@@ -16,8 +16,12 @@ pub enum Exit {
     Usage = 2,
     /// The state directory is locked by another run.
     Locked = 3,
-    /// Interrupted (Ctrl-C).
+    /// Interrupted (Ctrl-C, SIGINT).
     Interrupted = 130,
+    /// Stopped by SIGHUP (128 + 1).
+    Hangup = 129,
+    /// Stopped by SIGTERM (128 + 15).
+    Terminated = 143,
 }
 
 /// A mistake in the user's input: a file, a flag or an argument.

@@ -176,7 +176,8 @@ pub fn plan_value(plan: &Plan, state_dir: &Path) -> Value {
             "branch": plan.git.branch,
             "paths": plan.git.paths,
             "personal": plan.git.personal,
-            "checkout": plan_path(plan, state_dir, plan.git.checkout.as_deref().unwrap_or(".")),
+            // Without a checkout, the reference tree shipped in this repository.
+            "checkout": plan_path(plan, state_dir, plan.git.checkout.as_deref().unwrap_or("lab/gitops")),
             "phases": git_phases(plan),
             "cilium_values": cilium_values(plan),
         },

@@ -21,7 +21,8 @@ impl Workspace {
     pub fn load(global: &Global) -> Result<Workspace, UserErrors> {
         let spec = load_spec(&global.plan, &global.phases)?;
         // Secrets are references; a literal value must never reach plan output, logs or state.
-        let secret_errors = crate::lint::secret_findings(&spec.plan, &spec.plan_file);
+        let mut secret_errors = crate::lint::secret_findings(&spec.plan, &spec.plan_file);
+        secret_errors.extend(crate::lint::env_literal_findings(&spec));
         if !secret_errors.is_empty() {
             return Err(UserErrors(secret_errors));
         }
@@ -32,6 +33,18 @@ impl Workspace {
             dag,
             state_dir,
         })
+    }
+
+    /// Load, then refuse what `lint` rejects: `plan` and `run` never go on with a plan that lint
+    /// finds errors in (a duplicated node would otherwise run real applies before failing).
+    pub fn load_linted(global: &Global) -> Result<Workspace, UserErrors> {
+        let ws = Self::load(global)?;
+        let errors = crate::lint::errors(&ws.spec, &ws.dag, &ws.state_dir);
+        if errors.is_empty() {
+            Ok(ws)
+        } else {
+            Err(UserErrors(errors))
+        }
     }
 }
 

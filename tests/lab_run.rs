@@ -57,7 +57,7 @@ fn foundation_completes_on_the_lab_and_a_rerun_does_nothing() {
 }
 
 #[test]
-fn waiting_for_ready_before_the_cni_fails_and_names_the_notready_nodes() {
+fn waiting_for_ready_before_the_cni_is_refused_before_anything_runs() {
     let st = tempfile::tempdir().unwrap();
     let phases = st.path().join("phases");
     std::fs::create_dir_all(&phases).unwrap();
@@ -81,13 +81,16 @@ fn waiting_for_ready_before_the_cni_fails_and_names_the_notready_nodes() {
         Some(&phases),
     );
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{all}");
-    assert!(all.contains("nodes-registered/"), "{all}");
-    assert!(all.contains("NotReady"), "{all}");
+    // Lint sees the deadlock (cni: none, then a wait for Ready before any CNI) and `run` refuses
+    // the plan before anything runs (issue 7, defect 7), naming the file, line and field.
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("01-foundation.yaml:"), "{all}");
+    assert!(all.contains("steps.nodes-registered.run"), "{all}");
     assert!(all.contains("cni plugin not initialized"), "{all}");
-    assert!(all.contains("infra-01") || all.contains("apps-01"), "{all}");
-    // The summary's tail shows what the check saw, not an empty block.
-    assert!(!all.contains("--- last 0 lines ---"), "{all}");
+    assert!(
+        !st.path().join("state/journal.jsonl").exists(),
+        "a refused plan recorded a run"
+    );
 }
 
 fn run_env(

@@ -308,42 +308,68 @@ pub fn merge(base: &mut Value, over: &Value) {
 }
 
 /// Each key whose value differs, with both values: `k8sServiceHost: deployed "localhost",
-/// HelmRelease "10.25.11.11"`.
-pub fn values_diff(deployed: &Value, wanted: &Value) -> Vec<String> {
-    fn walk(prefix: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<String>) {
-        match (a, b) {
-            (Some(Value::Object(x)), Some(Value::Object(y))) => {
-                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
-                keys.sort();
-                keys.dedup();
-                for k in keys {
-                    let p = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&p, x.get(k), y.get(k), out);
-                }
-            }
-            (a, b) if a == b => {}
-            (a, b) => {
-                let show = |v: Option<&Value>| {
-                    v.map(|v| v.to_string()).unwrap_or_else(|| "(unset)".into())
-                };
-                out.push(format!(
-                    "{prefix}: deployed {}, HelmRelease {}",
-                    show(a),
-                    show(b)
-                ));
-            }
-        }
-    }
+/// HelmRelease "10.25.11.11"`. With `deployed_only`, keys only the HelmRelease sets are not
+/// differences. Values under secret-looking keys (`key`, `password`, `token`, `secret`…) and PEM
+/// material are never shown, only their size.
+pub fn values_diff(deployed: &Value, wanted: &Value, deployed_only: bool) -> Vec<String> {
     let mut out = Vec::new();
     let empty = json!({});
     let a = if deployed.is_null() { &empty } else { deployed };
     let b = if wanted.is_null() { &empty } else { wanted };
-    walk("", Some(a), Some(b), &mut out);
+    walk("", Some(a), Some(b), deployed_only, &mut out);
     out
+}
+
+fn secretish(path: &str) -> bool {
+    let last = path.rsplit('.').next().unwrap_or(path).to_ascii_lowercase();
+    last == "key"
+        || ["password", "token", "secret", "credential", "privatekey"]
+            .iter()
+            .any(|w| last.contains(w))
+}
+
+fn show(path: &str, v: Option<&Value>) -> String {
+    match v {
+        None => "(unset)".into(),
+        Some(Value::String(s)) if secretish(path) || s.contains("PRIVATE KEY") => {
+            format!("(secret, {} characters)", s.len())
+        }
+        Some(Value::String(s)) if s.chars().count() > 60 => {
+            let head: String = s.chars().take(40).collect();
+            format!("{head:?}… ({} characters)", s.len())
+        }
+        Some(v) => v.to_string(),
+    }
+}
+
+fn walk(prefix: &str, a: Option<&Value>, b: Option<&Value>, only: bool, out: &mut Vec<String>) {
+    let map_or_unset = |v: Option<&Value>| v.is_none_or(Value::is_object);
+    match (a, b) {
+        (None, _) if only => {}
+        (a, b) if a == b => {}
+        // Descend into a map that one side lacks, so each leaf is named (and redacted).
+        (a, b) if map_or_unset(a) && map_or_unset(b) => {
+            let empty = serde_json::Map::new();
+            let x = a.and_then(Value::as_object).unwrap_or(&empty);
+            let y = b.and_then(Value::as_object).unwrap_or(&empty);
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                walk(&p, x.get(k), y.get(k), only, out);
+            }
+        }
+        (a, b) => out.push(format!(
+            "{prefix}: deployed {}, HelmRelease {}",
+            show(prefix, a),
+            show(prefix, b)
+        )),
+    }
 }
 
 fn set_path(v: &mut Value, path: &str, leaf: Value) {
@@ -533,12 +559,23 @@ mod tests {
         let a = json!({"k8sServiceHost": "localhost", "cluster": {"name": "infra", "id": 1}});
         let b = json!({"k8sServiceHost": "10.25.11.11", "cluster": {"name": "infra", "id": 1}, "extra": true});
         assert_eq!(
-            values_diff(&a, &b),
+            values_diff(&a, &b, false),
             vec![
                 "extra: deployed (unset), HelmRelease true".to_string(),
                 "k8sServiceHost: deployed \"localhost\", HelmRelease \"10.25.11.11\"".to_string()
             ]
         );
-        assert!(values_diff(&a, &a).is_empty());
+        assert!(values_diff(&a, &a, false).is_empty());
+        // Keys only the HelmRelease sets are not differences when asked; secrets are never shown.
+        assert_eq!(values_diff(&a, &b, true).len(), 1);
+        let ca = json!({"tls": {"ca": {"cert": "-----BEGIN CERTIFICATE-----", "key": "-----BEGIN PRIVATE KEY-----\nMIG"}}});
+        let d = values_diff(&json!({}), &ca, false);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(
+            d[1].starts_with("tls.ca.key: deployed (unset), HelmRelease (secret, "),
+            "{d:?}"
+        );
+        assert!(!d.join(" ").contains("MIG"), "{d:?}");
+        assert!(values_diff(&json!({}), &ca, true).is_empty());
     }
 }

@@ -52,6 +52,23 @@ pub fn is_kube(a: &ActionSpec) -> bool {
     )
 }
 
+/// A check's own `timeout:` as written (kube checks).
+pub fn timeout_text(a: &ActionSpec) -> Option<&str> {
+    match a {
+        ActionSpec::Nodes(c) => c.timeout.as_deref(),
+        ActionSpec::Rollout(c) => c.timeout.as_deref(),
+        ActionSpec::Condition(c) => c.timeout.as_deref(),
+        ActionSpec::Exists(c) | ActionSpec::Absent(c) => c.timeout.as_deref(),
+        ActionSpec::Crd(c) => c.timeout.as_deref(),
+        _ => None,
+    }
+}
+
+/// A check's own `timeout:` (kube checks), which bounds that part of a step.
+pub fn own_timeout(a: &ActionSpec) -> Option<Duration> {
+    crate::spec::phase::parse_duration(timeout_text(a)?).ok()
+}
+
 /// Kube clients for the plan's clusters, built from the kubeconfig (which a step may write mid-run).
 pub struct Clusters {
     pub kubeconfig: PathBuf,

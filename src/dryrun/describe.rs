@@ -151,8 +151,13 @@ pub fn describe_action(a: &ActionSpec) -> String {
             )
         }
         ActionSpec::HelmValues(h) => format!(
-            "{}  [values == HelmRelease {}/{}{}]",
+            "{}  [values {}== HelmRelease {}/{}{}]",
             argv(&h.cmd),
+            if h.deployed_keys_only {
+                "(the keys it sets) "
+            } else {
+                ""
+            },
             h.namespace,
             h.name,
             on(&h.cluster)

@@ -151,7 +151,7 @@ pub async fn once(a: &ActionSpec, ctx: &Ctx<'_>, timeout: Duration, label: &str)
             {
                 Err(e) => said(false, format!("{e:#}")),
                 Ok(wanted) => {
-                    let diff = checks::flux::values_diff(&deployed, &wanted);
+                    let diff = checks::flux::values_diff(&deployed, &wanted, h.deployed_keys_only);
                     if diff.is_empty() {
                         said(
                             true,

@@ -21,7 +21,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// `bootstrap run`.
 pub fn run_command(g: &Global, a: &RunArgs) -> Result<Exit> {
-    let ws = Workspace::load(g)?;
+    let ws = Workspace::load_linted(g)?;
     let (phases, steps) = match &a.from_plan {
         Some(file) => saved_plan_selection(&ws, file)?,
         None => (a.selection.phases.clone(), a.selection.steps.clone()),
@@ -34,6 +34,7 @@ pub fn run_command(g: &Global, a: &RunArgs) -> Result<Exit> {
         yes: a.yes,
         keep_going: a.keep_going,
         resumed: false,
+        refresh: a.refresh,
     };
     runtime()?.block_on(execute(&ws, &sel, g, &opts))
 }
@@ -97,7 +98,7 @@ fn saved_plan_selection(
 
 /// `bootstrap resume`.
 pub fn resume_command(g: &Global, a: &ResumeArgs) -> Result<Exit> {
-    let ws = Workspace::load(g)?;
+    let ws = Workspace::load_linted(g)?;
     let state = FileStore::new(&ws.state_dir).load()?;
     let Some(last) = state.last_run else {
         return Err(UserError::new(format!(
@@ -115,6 +116,7 @@ pub fn resume_command(g: &Global, a: &ResumeArgs) -> Result<Exit> {
         yes: a.yes,
         keep_going: a.keep_going,
         resumed: true,
+        refresh: false,
     };
     runtime()?.block_on(execute(&ws, &sel, g, &opts))
 }

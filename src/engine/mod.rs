@@ -60,6 +60,8 @@ pub struct RunOptions {
     pub yes: bool,
     pub keep_going: bool,
     pub resumed: bool,
+    /// Re-run the checks of steps recorded done (drift after a lab reset or a manual change).
+    pub refresh: bool,
 }
 
 /// Whether prompts are possible: stdin and stderr are terminals and CI is unset.
@@ -102,7 +104,7 @@ fn base_env(ws: &Workspace, lab_env: &[(String, String)]) -> BTreeMap<String, St
     let mut env = BTreeMap::new();
     let kubeconfig = crate::render::plan_path(
         &ws.spec.plan,
-        &ws.state_dir,
+        &crate::dag::absolute_dir(&ws.state_dir),
         &ws.spec.plan.paths.kubeconfig.value,
     );
     env.insert("KUBECONFIG".to_string(), kubeconfig);
@@ -117,16 +119,26 @@ fn plan_work(
     ws: &Workspace,
     sel: &Selection,
     state: &State,
+    refresh: bool,
 ) -> (HashSet<usize>, HashSet<usize>, HashMap<usize, String>) {
     let mut todo = HashSet::new();
-    let mut forced = HashSet::new(); // changed: run the action even if the check passes
+    let mut forced = HashSet::new(); // changed since it was done
     let mut skip_reason = HashMap::new();
     let in_sel: HashSet<usize> = sel.order.iter().copied().collect();
     for &i in &sel.order {
         let w = &ws.dag.work[i];
+        // `--refresh`: a done step's check (or its read-only wait) is asked again.
+        let refreshable = refresh
+            && match w {
+                Work::Step(u) => u.check.is_some() || crate::checks::is_kube(&u.run),
+                Work::Gate(_) => true,
+            };
         match state.steps.get(w.id()) {
-            Some(s) if s.outcome.is_done() && s.fingerprint == w.fingerprint() => {
+            Some(s) if s.outcome.is_done() && s.fingerprint == w.fingerprint() && !refreshable => {
                 skip_reason.insert(i, format!("done in run {}", s.run_id));
+            }
+            Some(s) if s.outcome.is_done() && s.fingerprint == w.fingerprint() => {
+                todo.insert(i);
             }
             Some(s) if s.outcome.is_done() => {
                 todo.insert(i);
@@ -145,16 +157,11 @@ fn plan_work(
             }
         }
     }
-    // A gate re-checks whenever anything of its phase runs.
+    // A gate is evaluated again on every run that selects its phase: it is what proves the phase,
+    // and the world may have drifted since it last passed.
     for &i in &sel.order {
-        if let Work::Gate(g) = &ws.dag.work[i] {
-            let any = sel
-                .order
-                .iter()
-                .any(|&j| todo.contains(&j) && ws.dag.work[j].phase() == g.phase && j != i);
-            if any && todo.insert(i) {
-                skip_reason.remove(&i);
-            }
+        if matches!(&ws.dag.work[i], Work::Gate(_)) && todo.insert(i) {
+            skip_reason.remove(&i);
         }
     }
     (todo, forced, skip_reason)
@@ -163,6 +170,8 @@ fn plan_work(
 /// The result a unit task sends back to the dispatcher.
 pub(crate) struct UnitResult {
     pub index: usize,
+    /// The unit's action was refused (the run was stopping): nothing was recorded for it.
+    pub not_started: bool,
     pub outcome: Outcome,
     pub attempts: u32,
     pub duration: Duration,
@@ -174,10 +183,13 @@ pub(crate) struct UnitResult {
 
 /// Messages from unit tasks to the dispatcher: every transition goes through it to be recorded.
 pub(crate) enum Msg {
+    /// An attempt wants to start. The dispatcher answers `true` once the `step-started` record is
+    /// durable, or `false` (nothing recorded) when the run is stopping.
     Started {
         index: usize,
         attempt: u32,
         log: String,
+        ack: tokio::sync::oneshot::Sender<bool>,
     },
     Done(UnitResult),
 }
@@ -206,7 +218,7 @@ pub async fn execute(
     }
     let mut store = FileStore::new(&ws.state_dir);
     let state = store.load()?;
-    let (todo, forced, skip_reason) = plan_work(ws, sel, &state);
+    let (todo, forced, skip_reason) = plan_work(ws, sel, &state, opts.refresh);
 
     // Reporters: the chosen one, and always the markdown report.
     let mut reporter = Fanout(vec![reporter_for(g)]);
@@ -261,19 +273,47 @@ pub async fn execute(
     let clusters = std::sync::Arc::new(Clusters::new(&ws.spec.plan, kubeconfig));
     let redactor = Redactor::new();
 
-    // Ctrl-C: first stops new work and interrupts running steps; second kills at once.
+    // Signals (INT, TERM, HUP): the first stops new work and interrupts running steps; the second
+    // kills at once. `waits` also fires when a step fails: read-only work stops at once then.
     let (cancel_tx, cancel_rx) = watch::channel(0u8);
     let cancel = Cancel(cancel_rx);
-    let signal_task = tokio::spawn(async move {
-        let mut n = 0u8;
-        while tokio::signal::ctrl_c().await.is_ok() {
-            n = n.saturating_add(1);
-            let _ = cancel_tx.send(n);
-            if n == 1 {
-                eprintln!("\ninterrupting: stopping running steps (Ctrl-C again to kill at once)");
+    let (waits_tx, waits_rx) = watch::channel(0u8);
+    let waits = Cancel(waits_rx);
+    let first_signal = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let signal_task = {
+        let waits_tx = waits_tx.clone();
+        let first_signal = first_signal.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) else {
+                return;
+            };
+            let mut n = 0u8;
+            loop {
+                let (num, name) = tokio::select! {
+                    _ = int.recv() => (2, "interrupt"),
+                    _ = term.recv() => (15, "SIGTERM"),
+                    _ = hup.recv() => (1, "SIGHUP"),
+                };
+                n = n.saturating_add(1);
+                let _ = first_signal.compare_exchange(
+                    0,
+                    num,
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                );
+                let _ = waits_tx.send(n);
+                let _ = cancel_tx.send(n);
+                if n == 1 {
+                    eprintln!("\n{name}: stopping running steps (again to kill at once)");
+                }
             }
-        }
-    });
+        })
+    };
 
     // Dependencies within the selection.
     let in_sel: HashSet<usize> = sel.order.iter().copied().collect();
@@ -425,14 +465,50 @@ pub async fn execute(
                     break;
                 }
             }
+            let on_change = match w {
+                Work::Step(u) => u.on_change,
+                Work::Gate(_) => crate::spec::phase::OnChange::Check,
+            };
+            if forced.contains(&i) && on_change == crate::spec::phase::OnChange::Stop {
+                // An irreversible step whose definition changed is never run again by itself.
+                let id = w.id().to_string();
+                let detail = format!(
+                    "{id} changed since it ran, and it is irreversible (on_change: stop), so the run stops here. Review the change with `bootstrap plan --step {id}`. `bootstrap reset {id}` forgets its record: the next run then runs its check, and its action only if the check fails."
+                );
+                finished_count += 1;
+                emit(
+                    Event::StepFinished {
+                        id: id.clone(),
+                        outcome: "failed".into(),
+                        attempts: 0,
+                        duration_ms: 0,
+                        exit_code: None,
+                        log: String::new(),
+                        detail: detail.clone(),
+                    },
+                    &mut reporter,
+                    &mut report,
+                );
+                failed.push(id.clone());
+                tails.insert(id, (detail, String::new()));
+                stop_new = true;
+                let _ = waits_tx.send(1);
+                break;
+            }
             running += 1;
             if let Some(g) = serial_of(i) {
                 held.insert(g);
             }
+            let was_interrupted = state
+                .steps
+                .get(w.id())
+                .is_some_and(|s| s.outcome == Outcome::Interrupted);
             let ctx = unit::UnitCtx {
                 ws_work: w.clone(),
                 index: i,
-                forced: forced.contains(&i),
+                forced: forced.contains(&i) && on_change == crate::spec::phase::OnChange::Run,
+                was_interrupted,
+                waits: waits.clone(),
                 env: env.clone(),
                 redactor: redactor.clone(),
                 clusters: clusters.clone(),
@@ -448,12 +524,19 @@ pub async fn execute(
         }
         tokio::select! {
             Some(msg) = rx.recv() => match msg {
-                Msg::Started { index, attempt, log } => {
+                Msg::Started { index, attempt, log, ack } => {
                     while let Ok(e) = ev_rx.try_recv() {
                         emit(e, &mut reporter, &mut report);
                     }
+                    // Once the run is stopping, no action starts.
+                    if stop_new || cancel.level() > 0 {
+                        let _ = ack.send(false);
+                        continue;
+                    }
                     let w = &ws.dag.work[index];
+                    // Write-ahead: the record is durable before the command may start.
                     store.append(&Record::StepStarted { run_id: run_id.clone(), id: w.id().to_string(), at: crate::state::now(), attempt, fingerprint: w.fingerprint().to_string(), log })?;
+                    let _ = ack.send(true);
                     let (cluster, node) = match w { Work::Step(u) => (u.cluster.clone(), u.node.clone()), Work::Gate(_) => (None, None) };
                     emit(Event::StepStarted { id: w.id().to_string(), phase: w.phase().to_string(), cluster, node, attempt }, &mut reporter, &mut report);
                 }
@@ -466,9 +549,13 @@ pub async fn execute(
                     if let Work::Step(Unit { serial: Some(g), .. }) = &ws.dag.work[r.index] {
                         held.remove(g);
                     }
-                    finished_count += 1;
                     let w = &ws.dag.work[r.index];
                     let id = w.id().to_string();
+                    if r.not_started {
+                        emit(Event::StepSkipped { id, reason: r.detail.clone() }, &mut reporter, &mut report);
+                        continue;
+                    }
+                    finished_count += 1;
                     store.append(&Record::StepFinished {
                         run_id: run_id.clone(), id: id.clone(), at: crate::state::now(), outcome: r.outcome, attempts: r.attempts,
                         duration_ms: r.duration.as_millis() as u64, exit_code: r.exit_code, fingerprint: w.fingerprint().to_string(),
@@ -506,6 +593,8 @@ pub async fn execute(
                                 }
                             } else {
                                 stop_new = true;
+                                // Read-only waits stop at once; running actions finish.
+                                let _ = waits_tx.send(1);
                             }
                         }
                     }
@@ -523,6 +612,7 @@ pub async fn execute(
     signal_task.abort();
 
     let interrupted = cancel.level() > 0;
+    let signal = first_signal.load(std::sync::atomic::Ordering::SeqCst);
     let outcome = if interrupted {
         "interrupted"
     } else if !failed.is_empty() || needs_confirmation.is_some() || finished_count < total {
@@ -585,6 +675,8 @@ pub async fn execute(
     }
     Ok(match outcome {
         "succeeded" => Exit::Ok,
+        "interrupted" if signal == 15 => Exit::Terminated,
+        "interrupted" if signal == 1 => Exit::Hangup,
         "interrupted" => Exit::Interrupted,
         _ => Exit::Failed,
     })

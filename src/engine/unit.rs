@@ -24,6 +24,12 @@ pub(crate) struct UnitCtx {
     pub index: usize,
     /// The definition changed since it last succeeded: run the action even if the check passes.
     pub forced: bool,
+    /// The step was running when an earlier run stopped: the work may be half done, so its check
+    /// gets retries on transient errors before the engine decides that the work was not done.
+    pub was_interrupted: bool,
+    /// Cancels read-only work (checks, verifies, waits, gate items): fired when the run stops,
+    /// whether by a signal or by a failed step.
+    pub waits: Cancel,
     pub env: BTreeMap<String, String>,
     pub redactor: Redactor,
     pub clusters: Arc<Clusters>,
@@ -40,8 +46,13 @@ pub(crate) async fn run_unit(c: UnitCtx) {
         Work::Gate(g) => run_gate(&c, g).await,
     };
     let (outcome, attempts, exit_code, detail, tail) = result;
+    let (outcome, not_started) = match outcome {
+        Some(o) => (o, false),
+        None => (Outcome::Interrupted, true),
+    };
     let _ = c.tx.send(Msg::Done(UnitResult {
         index: c.index,
+        not_started,
         outcome,
         attempts,
         duration: started.elapsed(),
@@ -52,7 +63,31 @@ pub(crate) async fn run_unit(c: UnitCtx) {
     }));
 }
 
-type Ended = (Outcome, u32, Option<i32>, String, String);
+/// How a unit ended: the outcome (None: its action was never allowed to start, nothing recorded),
+/// attempts, exit code, detail and output tail.
+type Ended = (Option<Outcome>, u32, Option<i32>, String, String);
+
+/// Ask the dispatcher to record that an attempt starts. The attempt may start only once the record
+/// is durable (write-ahead), and only if the run is not stopping.
+async fn permission(c: &UnitCtx, attempt: u32) -> bool {
+    let (ack, answer) = tokio::sync::oneshot::channel();
+    let _ = c.tx.send(Msg::Started {
+        index: c.index,
+        attempt,
+        log: c.log.display().to_string(),
+        ack,
+    });
+    answer.await.unwrap_or(false)
+}
+
+/// Why read-only work ended early: a signal, or the run stopping after a failure.
+fn cancelled_detail(c: &UnitCtx, what: &str) -> String {
+    if c.cancel.level() > 0 {
+        format!("interrupted during its {what}")
+    } else {
+        format!("cancelled during its {what}: the run is stopping because a step failed")
+    }
+}
 
 /// Resolve `op://` references in the step's environment with `op read`, remembering the values for
 /// redaction. Values are never written anywhere.
@@ -107,120 +142,199 @@ fn backoff(u: &Unit, attempt: u32) -> Duration {
     Duration::from_secs_f64(capped * (0.5 + fastrand::f64() * 0.5))
 }
 
+/// Output that says the other side was not reachable for a moment (a node rebooting, an API
+/// server restarting): worth asking again before concluding anything.
+const CONNECTION_TRANSIENT: &[&str] = &[
+    "connection refused",
+    "i/o timeout",
+    "no route to host",
+    "connection reset",
+    "code = Unavailable",
+    "TLS handshake timeout",
+    "EOF",
+];
+
+fn check_transient(u: &Unit, said: &Said) -> bool {
+    let text = said.output.join("\n") + "\n" + &said.detail;
+    CONNECTION_TRANSIENT.iter().any(|t| text.contains(t))
+        || u.retry.transient.iter().any(|t| {
+            regex::Regex::new(t)
+                .map(|re| re.is_match(&text))
+                .unwrap_or(false)
+        })
+}
+
+/// The time left before the step's deadline, capped by a part's own `timeout:`.
+fn part_timeout(deadline: Instant, own: Option<Duration>) -> Duration {
+    let left = deadline.saturating_duration_since(Instant::now());
+    own.map_or(left, |o| o.min(left))
+}
+
+/// Evaluate the step's check once (read-only, cancelled when the run stops). When the step was
+/// interrupted before, a transient error is asked again (with the step's backoff) before the
+/// answer counts as "not done".
+async fn evaluate_check(
+    c: &UnitCtx,
+    u: &Unit,
+    check: &crate::spec::phase::ActionSpec,
+    ctx: &Ctx<'_>,
+    deadline: Instant,
+) -> Said {
+    let tries = if c.was_interrupted {
+        u.retry.attempts.max(3)
+    } else {
+        1
+    };
+    let mut n = 0;
+    loop {
+        n += 1;
+        let own = crate::checks::own_timeout(check);
+        let t = part_timeout(deadline, own.or(Some(Duration::from_secs(120))));
+        let said = action::once(check, ctx, t, "check").await;
+        if said.passed || said.interrupted || n >= tries || !check_transient(u, &said) {
+            return said;
+        }
+        let mut cancel = c.waits.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(backoff(u, n)) => {}
+            _ = action::interrupted(&mut cancel) => return Said { interrupted: true, ..said },
+        }
+    }
+}
+
 async fn run_step(c: &UnitCtx, u: &Unit) -> Ended {
+    // The step's timeout bounds the whole step: check, every attempt, verify and backoffs.
+    let deadline = Instant::now() + u.timeout;
     let env = match resolve_env(c, u).await {
         Ok(e) => e,
         Err(msg) => {
-            let _ = c.tx.send(Msg::Started {
-                index: c.index,
-                attempt: 1,
-                log: c.log.display().to_string(),
-            });
-            return (Outcome::Failed, 1, None, msg.clone(), msg);
+            // Nothing ran: the step failed before its action could start.
+            return (Some(Outcome::Failed), 0, None, msg.clone(), msg);
         }
     };
-    let ctx = |events: bool| Ctx {
+    let ctx = |events: bool, cancel: &Cancel| Ctx {
         env: &env,
         stdin: u.stdin,
         log: Some(c.log.clone()),
         redactor: &c.redactor,
         clusters: &c.clusters,
-        cancel: c.cancel.clone(),
+        cancel: cancel.clone(),
         id: &u.id,
         events: events.then(|| c.events.clone()),
     };
-    // Is the work already done?
-    if let (Some(check), false) = (&u.check, c.forced) {
-        let said = action::once(
-            check,
-            &ctx(false),
-            u.timeout.min(Duration::from_secs(120)),
-            "check",
-        )
-        .await;
-        if said.interrupted {
-            return (
-                Outcome::Interrupted,
-                0,
-                None,
-                "interrupted during its check".into(),
-                String::new(),
-            );
-        }
-        if said.passed {
-            let _ = c.events.send(Event::StepSkipped {
-                id: u.id.clone(),
-                reason: format!("check passed: {}", crate::report::first_line(&said.detail)),
-            });
-            return (
-                Outcome::Satisfied,
-                0,
-                said.exit_code,
-                format!("check passed: {}", said.detail),
-                String::new(),
-            );
-        }
-    }
     let mut attempt = 0;
     loop {
+        // A check guards every attempt: the work may have been done meanwhile (by an earlier
+        // attempt that looked failed, or by someone else).
+        if let (Some(check), false) = (&u.check, c.forced && attempt == 0) {
+            let said = evaluate_check(c, u, check, &ctx(false, &c.waits), deadline).await;
+            if said.interrupted {
+                let d = cancelled_detail(c, "check");
+                let out = if attempt == 0 {
+                    None
+                } else {
+                    Some(Outcome::Interrupted)
+                };
+                return (out, attempt, None, d, String::new());
+            }
+            if said.passed {
+                let reason = format!("check passed: {}", crate::report::first_line(&said.detail));
+                if attempt == 0 {
+                    let _ = c.events.send(Event::StepSkipped {
+                        id: u.id.clone(),
+                        reason,
+                    });
+                    return (
+                        Some(Outcome::Satisfied),
+                        0,
+                        said.exit_code,
+                        format!("check passed: {}", said.detail),
+                        String::new(),
+                    );
+                }
+                return (
+                    Some(Outcome::Done),
+                    attempt,
+                    said.exit_code,
+                    format!(
+                        "check passed before attempt {}: {}",
+                        attempt + 1,
+                        said.detail
+                    ),
+                    String::new(),
+                );
+            }
+        }
         attempt += 1;
-        let _ = c.tx.send(Msg::Started {
-            index: c.index,
-            attempt,
-            log: c.log.display().to_string(),
-        });
+        if !permission(c, attempt).await {
+            let d = "not started: the run is stopping".to_string();
+            let out = if attempt == 1 {
+                None
+            } else {
+                Some(Outcome::Interrupted)
+            };
+            return (out, attempt - 1, None, d, String::new());
+        }
+        let left = part_timeout(deadline, None);
         let said = match &u.run {
-            a if crate::checks::is_kube(a) => action::until(a, &ctx(true), u.timeout, "run").await,
-            a => action::once(a, &ctx(true), u.timeout, "run").await,
+            // A wait is read-only: it stops when the run stops.
+            a if crate::checks::is_kube(a) => {
+                action::until(a, &ctx(true, &c.waits), left, "run").await
+            }
+            a => action::once(a, &ctx(true, &c.cancel), left, "run").await,
         };
         if said.interrupted {
+            let d = if crate::checks::is_kube(&u.run) {
+                cancelled_detail(c, "wait")
+            } else {
+                "interrupted".into()
+            };
             return (
-                Outcome::Interrupted,
+                Some(Outcome::Interrupted),
                 attempt,
                 said.exit_code,
-                "interrupted".into(),
+                d,
                 said.output.join("\n"),
             );
         }
-        let said = if said.passed {
-            match &u.verify {
-                Some(v) => {
-                    let vs = action::until(v, &ctx(false), u.timeout, "verify").await;
-                    if vs.passed {
-                        said
-                    } else {
-                        Said {
-                            passed: false,
-                            detail: format!("verify failed: {}", vs.detail),
-                            ..vs
-                        }
+        let said = match (&u.verify, said.passed) {
+            (Some(v), true) => {
+                let t = part_timeout(deadline, crate::checks::own_timeout(v));
+                let vs = action::until(v, &ctx(false, &c.waits), t, "verify").await;
+                if vs.interrupted {
+                    return (
+                        Some(Outcome::Interrupted),
+                        attempt,
+                        vs.exit_code,
+                        cancelled_detail(c, "verify"),
+                        String::new(),
+                    );
+                }
+                if vs.passed {
+                    said
+                } else {
+                    Said {
+                        passed: false,
+                        detail: format!("verify failed: {}", vs.detail),
+                        ..vs
                     }
                 }
-                None => said,
             }
-        } else {
-            said
+            _ => said,
         };
-        if said.interrupted {
-            return (
-                Outcome::Interrupted,
-                attempt,
-                said.exit_code,
-                "interrupted".into(),
-                said.output.join("\n"),
-            );
-        }
         if said.passed {
             return (
-                Outcome::Done,
+                Some(Outcome::Done),
                 attempt,
                 said.exit_code,
                 said.detail,
                 String::new(),
             );
         }
-        let retryable = attempt < u.retry.attempts && transient(u, &said);
-        let wait = retryable.then(|| backoff(u, attempt));
+        let out_of_time = Instant::now() >= deadline;
+        let retryable = attempt < u.retry.attempts && !out_of_time && transient(u, &said);
+        let wait = retryable
+            .then(|| backoff(u, attempt).min(deadline.saturating_duration_since(Instant::now())));
         let _ = c.events.send(Event::AttemptFailed {
             id: u.id.clone(),
             attempt,
@@ -228,39 +342,42 @@ async fn run_step(c: &UnitCtx, u: &Unit) -> Ended {
             detail: said.detail.clone(),
             retry_in_ms: wait.map(|w| w.as_millis() as u64),
         });
-        match wait {
-            None => {
-                // A built-in check has no output lines: what it saw is the tail.
-                let tail = if said.output.is_empty() {
-                    said.detail.clone()
-                } else {
-                    said.output.join("\n")
-                };
-                return (
-                    Outcome::Failed,
-                    attempt,
-                    said.exit_code,
-                    said.detail.clone(),
-                    tail,
-                );
-            }
-            Some(w) => {
-                let mut cancel = c.cancel.clone();
-                tokio::select! {
-                    _ = tokio::time::sleep(w) => {}
-                    _ = action::interrupted(&mut cancel) => return (Outcome::Interrupted, attempt, None, "interrupted while waiting to retry".into(), String::new()),
-                }
-            }
+        let Some(w) = wait else {
+            // A built-in check has no output lines: what it saw is the tail.
+            let tail = if said.output.is_empty() {
+                said.detail.clone()
+            } else {
+                said.output.join("\n")
+            };
+            let detail = if out_of_time && attempt < u.retry.attempts {
+                format!(
+                    "step timeout ({}) reached after {attempt} attempts: {}",
+                    humantime::format_duration(u.timeout),
+                    said.detail
+                )
+            } else {
+                said.detail.clone()
+            };
+            return (Some(Outcome::Failed), attempt, said.exit_code, detail, tail);
+        };
+        let mut cancel = c.waits.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(w) => {}
+            _ = action::interrupted(&mut cancel) => return (Some(Outcome::Interrupted), attempt, None, cancelled_detail(c, "wait to retry"), String::new()),
         }
     }
 }
 
 async fn run_gate(c: &UnitCtx, g: &crate::dag::Gate) -> Ended {
-    let _ = c.tx.send(Msg::Started {
-        index: c.index,
-        attempt: 1,
-        log: c.log.display().to_string(),
-    });
+    if !permission(c, 1).await {
+        return (
+            None,
+            0,
+            None,
+            "not started: the run is stopping".into(),
+            String::new(),
+        );
+    }
     let env = c.env.clone();
     let futures = g.items.iter().map(|item| {
         let env = &env;
@@ -271,7 +388,7 @@ async fn run_gate(c: &UnitCtx, g: &crate::dag::Gate) -> Ended {
                 log: Some(c.log.clone()),
                 redactor: &c.redactor,
                 clusters: &c.clusters,
-                cancel: c.cancel.clone(),
+                cancel: c.waits.clone(),
                 id: &item.id,
                 events: None,
             };
@@ -289,10 +406,10 @@ async fn run_gate(c: &UnitCtx, g: &crate::dag::Gate) -> Ended {
     let results = futures_join_all(futures).await;
     if results.iter().any(|(_, s)| s.interrupted) {
         return (
-            Outcome::Interrupted,
+            Some(Outcome::Interrupted),
             1,
             None,
-            "interrupted".into(),
+            cancelled_detail(c, "checklist"),
             String::new(),
         );
     }
@@ -303,7 +420,7 @@ async fn run_gate(c: &UnitCtx, g: &crate::dag::Gate) -> Ended {
         .collect();
     if failing.is_empty() {
         (
-            Outcome::Done,
+            Some(Outcome::Done),
             1,
             None,
             format!("all {} checklist items pass", results.len()),
@@ -312,7 +429,7 @@ async fn run_gate(c: &UnitCtx, g: &crate::dag::Gate) -> Ended {
     } else {
         let text = failing.join("\n");
         (
-            Outcome::Failed,
+            Some(Outcome::Failed),
             1,
             None,
             format!(

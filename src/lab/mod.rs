@@ -8,6 +8,7 @@ pub mod charts;
 pub mod cluster;
 pub mod core;
 pub mod sim;
+pub mod talos;
 pub mod tools;
 
 use crate::cli::{Global, LabCommand};

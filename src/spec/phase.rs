@@ -71,6 +71,25 @@ pub struct Step {
     /// Extra environment; values are templates. `op://` references are resolved at run time.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// What a change of the step's rendered definition means once it has run: `check` (default:
+    /// its check decides), `run` (the action is safe to repeat and runs again), `stop`
+    /// (irreversible: the run stops and names it).
+    #[serde(default)]
+    pub on_change: OnChange,
+}
+
+/// What a changed definition of a step that already ran means.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OnChange {
+    /// The check runs first and decides (a step without a check runs again).
+    #[default]
+    Check,
+    /// Run the action again even when the check passes (idempotent actions such as
+    /// `helm upgrade --install`).
+    Run,
+    /// Irreversible (secret generation, a Talos install): stop the run and name the step.
+    Stop,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -201,6 +220,10 @@ pub struct HelmValuesCheck {
     pub cluster: Option<String>,
     pub namespace: String,
     pub name: String,
+    /// Compare only the keys the deployed values set (keys the HelmRelease adds later, such as the
+    /// mesh CA of week 3, are not a difference).
+    #[serde(default)]
+    pub deployed_keys_only: bool,
 }
 
 /// `json:` check: run `cmd`, parse stdout as JSON (or a stream of JSON documents: the first one),

@@ -128,7 +128,8 @@ pub struct GitSource {
     #[serde(default)]
     pub personal: bool,
     /// A local clone of the repository, for files steps read from it (the Cilium values).
-    /// `{{ state_dir }}` may be used (the lab serves its tree from the state directory).
+    /// `{{ state_dir }}` may be used (the lab serves its tree from the state directory). Default:
+    /// `lab/gitops`, the reference tree in this repository.
     #[serde(default)]
     pub checkout: Option<String>,
     /// Where each phase's Flux Kustomizations are defined in the repository, by phase id and

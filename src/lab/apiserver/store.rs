@@ -171,6 +171,75 @@ pub struct Inner {
     pub objects: BTreeMap<String, BTreeMap<String, Value>>,
     pub crds: Vec<Resource>,
     dirty: bool,
+    /// The write-ahead log: every change is appended here before it is acknowledged, so a kill at
+    /// any instant loses no acknowledged write (the snapshot is only a compaction of it).
+    wal: Option<std::fs::File>,
+}
+
+/// One change in the write-ahead log: the object now stored under `res`/`key`, or none (deleted).
+#[derive(Serialize, Deserialize)]
+struct WalEntry {
+    rv: u64,
+    res: String,
+    key: String,
+    obj: Option<Value>,
+}
+
+impl Inner {
+    /// Append a change to the log before it is applied and acknowledged.
+    fn log(&mut self, res: &str, key: &str, obj: Option<&Value>) -> Result<(), ApiError> {
+        let Some(f) = &mut self.wal else {
+            return Ok(());
+        };
+        use std::io::Write;
+        let entry = WalEntry {
+            rv: self.rv,
+            res: res.to_string(),
+            key: key.to_string(),
+            obj: obj.cloned(),
+        };
+        let mut line = serde_json::to_vec(&entry).unwrap_or_default();
+        line.push(b'\n');
+        f.write_all(&line).map_err(|e| {
+            ApiError::new(
+                500,
+                "InternalError",
+                format!("etcdserver: cannot persist the write: {e}"),
+            )
+        })
+    }
+
+    /// Apply one logged change (on replay, and as the write itself).
+    fn apply(&mut self, res: &str, key: &str, obj: Option<Value>) {
+        match obj {
+            Some(o) => {
+                self.objects
+                    .entry(res.to_string())
+                    .or_default()
+                    .insert(key.to_string(), o);
+            }
+            None => {
+                if let Some(m) = self.objects.get_mut(res) {
+                    m.remove(key);
+                }
+                // Deleting a namespace deletes what is in it.
+                if res == "/namespaces" {
+                    let ns = key.trim_start_matches('/');
+                    for m in self.objects.values_mut() {
+                        m.retain(|_, o| o["metadata"]["namespace"].as_str() != Some(ns));
+                    }
+                }
+            }
+        }
+        self.dirty = true;
+    }
+}
+
+/// The write-ahead log beside a snapshot file.
+fn wal_path(persist: &std::path::Path) -> PathBuf {
+    let mut p = persist.as_os_str().to_owned();
+    p.push(".wal");
+    PathBuf::from(p)
 }
 
 /// A cluster's store. Cheap to clone.
@@ -261,6 +330,7 @@ impl Store {
             objects: BTreeMap::new(),
             crds: Vec::new(),
             dirty: false,
+            wal: None,
         };
         let loaded = persist
             .as_ref()
@@ -283,6 +353,30 @@ impl Store {
                 }
                 inner.dirty = true;
             }
+        }
+        if let Some(p) = &persist {
+            // Replay what was acknowledged after the last snapshot (a torn last line was never
+            // acknowledged), then keep appending to the same log.
+            let wal = wal_path(p);
+            let snapshot_rv = inner.rv;
+            if let Ok(text) = std::fs::read(&wal) {
+                for line in text.split(|b| *b == b'\n') {
+                    if let Ok(e) = serde_json::from_slice::<WalEntry>(line)
+                        && e.rv > snapshot_rv
+                    {
+                        inner.rv = inner.rv.max(e.rv);
+                        inner.apply(&e.res, &e.key, e.obj);
+                    }
+                }
+            }
+            if let Some(d) = wal.parent() {
+                let _ = std::fs::create_dir_all(d);
+            }
+            inner.wal = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&wal)
+                .ok();
         }
         let store = Store {
             inner: Arc::new(Mutex::new(inner)),
@@ -526,12 +620,11 @@ impl Store {
             inner.rv -= 1;
             return Ok(obj);
         }
-        inner
-            .objects
-            .entry(res.key())
-            .or_default()
-            .insert(k, obj.clone());
-        inner.dirty = true;
+        if let Err(e) = inner.log(&res.key(), &k, Some(&obj)) {
+            inner.rv -= 1;
+            return Err(e);
+        }
+        inner.apply(&res.key(), &k, Some(obj.clone()));
         drop(inner);
         if res.plural == "customresourcedefinitions" {
             self.refresh_crds();
@@ -616,12 +709,11 @@ impl Store {
             inner.rv -= 1;
             return Ok(obj);
         }
-        inner
-            .objects
-            .entry(res.key())
-            .or_default()
-            .insert(k, obj.clone());
-        inner.dirty = true;
+        if let Err(e) = inner.log(&res.key(), &k, Some(&obj)) {
+            inner.rv -= 1;
+            return Err(e);
+        }
+        inner.apply(&res.key(), &k, Some(obj.clone()));
         drop(inner);
         if res.plural == "customresourcedefinitions" {
             self.refresh_crds();
@@ -649,20 +741,15 @@ impl Store {
         if dry_run {
             return Ok(inner.objects[&res.key()][&k].clone());
         }
-        let mut obj = inner
-            .objects
-            .get_mut(&res.key())
-            .and_then(|m| m.remove(&k))
-            .expect("present");
+        let mut obj = inner.objects[&res.key()][&k].clone();
         inner.rv += 1;
-        obj["metadata"]["resourceVersion"] = Value::String(inner.rv.to_string());
-        // Deleting a namespace deletes what is in it.
-        if res.plural == "namespaces" {
-            for m in inner.objects.values_mut() {
-                m.retain(|_, o| o["metadata"]["namespace"].as_str() != Some(name));
-            }
+        if let Err(e) = inner.log(&res.key(), &k, None) {
+            inner.rv -= 1;
+            return Err(e);
         }
-        inner.dirty = true;
+        obj["metadata"]["resourceVersion"] = Value::String(inner.rv.to_string());
+        // (Deleting a namespace deletes what is in it.)
+        inner.apply(&res.key(), &k, None);
         drop(inner);
         if res.plural == "customresourcedefinitions" {
             self.refresh_crds();
@@ -675,17 +762,20 @@ impl Store {
     /// Write the store to its file if it changed.
     pub fn flush(&self) {
         let Some(path) = &self.persist else { return };
-        let snapshot = {
-            let mut inner = self.inner.lock().expect("store");
-            if !inner.dirty {
-                return;
-            }
-            inner.dirty = false;
-            Persisted {
-                resource_version: inner.rv,
-                objects: inner.objects.clone(),
-            }
+        // Under the store's lock: no change can land between the snapshot and the log's truncation.
+        let mut inner = self.inner.lock().expect("store");
+        if !inner.dirty {
+            return;
+        }
+        let snapshot = Persisted {
+            resource_version: inner.rv,
+            objects: inner.objects.clone(),
         };
-        let _ = crate::lab::core::write_json(path, &snapshot);
+        if crate::lab::core::write_json(path, &snapshot).is_ok() {
+            inner.dirty = false;
+            if let Some(f) = &inner.wal {
+                let _ = f.set_len(0);
+            }
+        }
     }
 }

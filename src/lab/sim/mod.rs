@@ -8,6 +8,7 @@
 
 pub mod flux;
 pub mod jaeger;
+pub mod kubelet;
 pub mod mesh;
 pub mod storage;
 
@@ -80,6 +81,8 @@ impl Sim {
     async fn tick(&mut self) -> crate::error::Result<()> {
         let c = Local(self.store.clone());
         let faults = self.faults();
+        // Kubelets register the configured nodes of a bootstrapped cluster (again, after a crash).
+        let _ = kubelet::reconcile(&c, &self.dir, &self.topo, &self.cluster).await;
         let nodes = c.list("v1", "Node", None, None).await?;
         let node_count = nodes.len() as i64;
         let cni_ready = c

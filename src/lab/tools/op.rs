@@ -72,6 +72,9 @@ fn error(msg: &str) -> i32 {
 }
 
 pub fn main(args: &[String]) -> i32 {
+    if let Some(code) = common::fault("op", args) {
+        return code;
+    }
     let (dir, _) = match common::lab() {
         Ok(x) => x,
         Err(e) => return error(&e),
@@ -165,10 +168,28 @@ pub fn main(args: &[String]) -> i32 {
             0
         }
         ["read", reference] => match read(&vault, reference) {
-            Some(value) => {
-                println!("{value}");
-                0
-            }
+            // `op read --out-file PATH` writes the value to a file (mode 0600) and prints the path.
+            Some(value) => match common::flag(args, &["-o", "--out-file"]) {
+                Some(path) => {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let written = std::fs::OpenOptions::new()
+                        .create(true)
+                        .write(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&path)
+                        .and_then(|mut f| std::io::Write::write_all(&mut f, value.as_bytes()));
+                    if let Err(e) = written {
+                        return error(&format!("could not write {path}: {e}"));
+                    }
+                    println!("{path}");
+                    0
+                }
+                None => {
+                    println!("{value}");
+                    0
+                }
+            },
             None => error(&format!(
                 "could not read secret '{reference}': could not find item or field"
             )),

@@ -6,39 +6,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::common;
 use crate::lab::cluster::{Objects, Remote};
 use crate::lab::core::{LabDir, Topology};
+use crate::lab::talos::now_secs;
+pub use crate::lab::talos::{NodeState, TalosState};
 
-/// Seconds a node takes to install after its first config (scaled by the lab speed).
-const INSTALL_SECONDS: f64 = 0.4;
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct TalosState {
-    pub nodes: BTreeMap<String, NodeState>,
-    pub bootstrapped: BTreeMap<String, bool>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NodeState {
-    pub cluster: String,
-    /// Identity of the secrets bundle the node's config came from.
-    pub secrets_id: String,
-    pub machine_type: String,
-    pub kubernetes_version: String,
-    /// When the config was applied (unix seconds, fractional).
-    pub applied_at: f64,
-}
-
-fn now_secs() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+use crate::lab::talos::INSTALL_SECONDS;
 
 fn fail(msg: &str) -> i32 {
     eprintln!("{msg}");
@@ -517,26 +493,18 @@ fn register_nodes(
         let client = kube::Client::try_from(cfg).map_err(|e| e.to_string())?;
         let r = Remote(client);
         for name in names {
-            let Some(n) = c.nodes.iter().find(|n| &n.name == name) else { continue };
-            if r.get("v1", "Node", None, name).await.map_err(|e| e.to_string())?.is_some() {
+            let Some(n) = c.nodes.iter().find(|n| &n.name == name) else {
                 continue;
-            }
-            let kver = st.nodes.get(&n.ip).map(|s| s.kubernetes_version.clone()).unwrap_or_else(|| "1.34.2".into());
-            let now = crate::lab::apiserver::store::now();
-            let node = json!({
-                "apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "node-role.kubernetes.io/control-plane": ""}},
-                "spec": {"taints": [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}]},
-                "status": {
-                    "conditions": [{"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": crate::lab::sim::NOT_READY_MESSAGE, "lastHeartbeatTime": now, "lastTransitionTime": now}],
-                    "addresses": [{"type": "InternalIP", "address": n.ip}, {"type": "Hostname", "address": name}],
-                    "nodeInfo": {"kubeletVersion": format!("v{}", kver.trim_start_matches('v')), "osImage": "Talos (v1.11.5)", "containerRuntimeVersion": "containerd://2.1.5", "kernelVersion": "6.12.57-talos", "architecture": "amd64", "operatingSystem": "linux"}
-                }
-            });
-            let created = r.create(node.clone()).await.map_err(|e| e.to_string())?;
-            let mut with_status = created;
-            with_status["status"] = node["status"].clone();
-            r.replace_status(with_status).await.map_err(|e| e.to_string())?;
+            };
+            let kver = st
+                .nodes
+                .get(&n.ip)
+                .map(|s| s.kubernetes_version.clone())
+                .unwrap_or_else(|| "1.34.2".into());
+            let node = crate::lab::sim::kubelet::node_object(name, &n.ip, &n.role, &kver);
+            crate::lab::sim::kubelet::register(&r, node)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
         }
         Ok(())
     })

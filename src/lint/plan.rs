@@ -1,7 +1,5 @@
-//! `bootstrap lint`: meaning checks on the plan and phases (names, ids, CIDRs, files, templates, tools).
-//!
-//! Owns the rules and their findings, each with file, line, what is wrong and what would fix it. It
-//! never changes files and never contacts anything.
+//! Rules on the plan alone: cluster names and ids, endpoints, CIDRs, node addresses, the mesh and the
+//! files the plan names.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,73 +7,14 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use serde_saphyr::Spanned;
 
-use crate::cli::{Global, LintArgs};
-use crate::dag::{Dag, Work};
-use crate::error::{Exit, Result, UserError, UserErrors};
-use crate::spec::load::Spec;
-use crate::spec::phase::ActionSpec;
+use crate::error::UserError;
 use crate::spec::plan::Plan;
-use crate::workspace::state_dir_for;
 
-/// `bootstrap lint`.
-pub fn lint_command(g: &Global, a: &LintArgs) -> Result<Exit> {
-    let spec = crate::spec::load_spec(&g.plan, &g.phases)?;
-    let state_dir = state_dir_for(g, &spec.plan.name.value);
-    let mut findings = plan_findings(&spec.plan, &spec.plan_file);
-    match Dag::build(&spec, &state_dir) {
-        Ok(dag) => {
-            findings.extend(step_file_findings(&spec, &dag, &state_dir));
-            if a.tools {
-                match dag.select(&a.selection.phases, &a.selection.steps) {
-                    Ok(sel) => findings.extend(tool_findings(&spec, &dag, &sel.order)),
-                    Err(e) => findings.push(e),
-                }
-            }
-        }
-        Err(errs) => findings.extend(errs.0),
-    }
-    if findings.is_empty() {
-        if !g.quiet {
-            println!(
-                "lint: no problems in {} and {} phase file(s)",
-                spec.plan_file.display(),
-                spec.phases.len()
-            );
-        }
-        Ok(Exit::Ok)
-    } else {
-        let n = findings.len();
-        Err(color_eyre::Report::new(UserErrors(findings))
-            .wrap_err(format!("lint found {n} problem(s)")))
-    }
-}
-
-fn at<T>(e: UserError, file: &Path, s: &Spanned<T>) -> UserError {
-    e.in_file(file)
-        .at(s.referenced.line(), s.referenced.column())
-        .with_source_line()
-}
+use super::at;
+use super::secrets::secret_findings;
 
 fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
-}
-
-/// Secrets must be `op://vault/item/field` references (also enforced when a plan is loaded).
-pub fn secret_findings(plan: &Plan, file: &Path) -> Vec<UserError> {
-    let mut out = Vec::new();
-    for (name, value) in &plan.secrets {
-        if !crate::secrets::is_reference(&value.value) {
-            // Never echo the value: it may be a real secret.
-            out.push(at(
-                UserError::new("a secret must be a 1Password reference, not a literal value")
-                    .field(format!("secrets.{name}"))
-                    .help("store the value in 1Password and write its reference, e.g. op://vault/item/field"),
-                file,
-                value,
-            ));
-        }
-    }
-    out
 }
 
 /// Rules on the plan alone.
@@ -159,9 +98,20 @@ pub fn plan_findings(plan: &Plan, file: &Path) -> Vec<UserError> {
             ));
         }
         if !c.service_cidr.value.contains(&c.dns_ip.value) {
+            // Say where the address does lie: in the pod CIDR (the seed's own mistake) a pod will
+            // be given it and cluster DNS breaks; anywhere else kubelet points pods at nothing.
+            let why = if c.pod_cidr.value.contains(&c.dns_ip.value) {
+                format!(
+                    ": it lies in the pod CIDR {} (clusters[{i}].pod_cidr), so a pod may be given it and the kube-dns Service cannot be created with it",
+                    c.pod_cidr.value
+                )
+            } else {
+                ": the kube-dns Service cannot be created with it and pods' resolv.conf points at nothing"
+                    .to_string()
+            };
             out.push(at(
                 UserError::new(format!(
-                    "CoreDNS IP {} is outside the service CIDR {}",
+                    "CoreDNS IP {} is outside the service CIDR {}{why}",
                     c.dns_ip.value, c.service_cidr.value
                 ))
                 .field(format!("clusters[{i}].dns_ip"))
@@ -337,124 +287,4 @@ fn covering(plan: &Plan) -> String {
         }
         len -= 1;
     }
-}
-
-fn actions(w: &Work) -> Vec<&ActionSpec> {
-    match w {
-        Work::Step(u) => {
-            let mut v = vec![&u.run];
-            v.extend(u.check.iter());
-            v.extend(u.verify.iter());
-            v
-        }
-        Work::Gate(g) => g.items.iter().map(|i| &i.check).collect(),
-    }
-}
-
-fn argv_of(a: &ActionSpec) -> Option<&[String]> {
-    match a {
-        ActionSpec::Cmd(v) => Some(v),
-        ActionSpec::Json(j) => Some(&j.cmd),
-        ActionSpec::HelmValues(h) => Some(&h.cmd),
-        _ => None,
-    }
-}
-
-/// Files steps reference: `@file` arguments, and commands given as a relative path (scripts/…).
-fn step_file_findings(spec: &Spec, dag: &Dag, state_dir: &Path) -> Vec<UserError> {
-    let mut out = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for w in &dag.work {
-        let Some(u) = w.as_step() else { continue };
-        for a in actions(w) {
-            let Some(argv) = argv_of(a) else { continue };
-            let mut refs: Vec<&str> = argv
-                .iter()
-                .filter_map(|s| s.strip_prefix('@'))
-                .filter(|s| !s.is_empty() && !s.contains(['{', ' ', '\n']))
-                .collect();
-            if let Some(cmd) = argv.first()
-                && cmd.contains('/')
-                && !cmd.starts_with('/')
-            {
-                refs.push(cmd.as_str());
-            }
-            for r in refs {
-                let p = Path::new(r);
-                if p.starts_with(state_dir) {
-                    continue; // generated by an earlier step
-                }
-                if !p.exists() && seen.insert((u.step.clone(), r.to_string())) {
-                    out.push(
-                        UserError::new(format!("step {:?} references {r:?}, which does not exist", u.step))
-                            .in_file(&u.file)
-                            .at(u.line, 1)
-                            .field(format!("steps.{}", u.step))
-                            .help("create the file or correct the path (paths are relative to the working directory)")
-                            .with_source_line(),
-                    );
-                }
-            }
-        }
-    }
-    let _ = spec;
-    out
-}
-
-/// `--tools`: every tool the selected steps run is on PATH (or, for a lab plan, stood in for by the lab).
-fn tool_findings(spec: &Spec, dag: &Dag, order: &[usize]) -> Vec<UserError> {
-    let mut out = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for &i in order {
-        let w = &dag.work[i];
-        for a in actions(w) {
-            let tool = match a {
-                ActionSpec::Shell(_) => Some("sh".to_string()),
-                other => argv_of(other).and_then(|v| v.first().cloned()),
-            };
-            let Some(tool) = tool else { continue };
-            if !seen.insert(tool.clone()) {
-                continue;
-            }
-            if spec.plan.lab && crate::lab::tools::TOOLS.contains(&tool.as_str()) {
-                continue;
-            }
-            if !on_path(&tool) {
-                let (file, line) = match w {
-                    Work::Step(u) => (u.file.clone(), u.line),
-                    Work::Gate(_) => (
-                        dag.phases
-                            .iter()
-                            .find(|p| p.id == w.phase())
-                            .map(|p| p.file.clone())
-                            .unwrap_or_default(),
-                        0,
-                    ),
-                };
-                let mut e =
-                    UserError::new(format!("{tool:?} is not on PATH (needed by {})", w.id()))
-                        .in_file(file)
-                        .help(format!("install {tool} or add its directory to PATH"));
-                if line > 0 {
-                    e = e.at(line, 1).with_source_line();
-                }
-                out.push(e);
-            }
-        }
-    }
-    out
-}
-
-fn on_path(tool: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    let is_exec = |p: &Path| {
-        p.metadata()
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
-    if tool.contains('/') {
-        return is_exec(Path::new(tool));
-    }
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|d| is_exec(&d.join(tool))))
 }

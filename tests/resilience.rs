@@ -1,0 +1,455 @@
+//! Issue 7, "Trustworthy runs": each defect found by crashing and signalling real runs has a test
+//! here that failed before its fix.
+
+mod common;
+#[path = "common/lab.rs"]
+mod lab;
+#[path = "common/ws.rs"]
+mod ws;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use bootstrap::lab::apiserver::Store;
+use lab::{TestLab, err, out};
+
+/// Defect 1: the lab's API server persisted every 300 ms, so a kill lost writes it had
+/// acknowledged. Every change is now logged before it is acknowledged.
+#[test]
+fn lab_api_server_never_loses_an_acknowledged_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("objects.json");
+    let s = Store::new(Some(path.clone()));
+    let cm = s.find_kind("v1", "ConfigMap").unwrap();
+    let ns = s.find_kind("v1", "Namespace").unwrap();
+    let obj = |name: &str, v: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": v}});
+    s.create(&cm, Some("default"), obj("snapshotted", "1"), false)
+        .unwrap();
+    s.flush();
+    // Acknowledged after the last snapshot; the process then dies without flushing.
+    s.create(&cm, Some("default"), obj("late", "1"), false)
+        .unwrap();
+    let cur = s.get(&cm, Some("default"), "snapshotted").unwrap();
+    let mut changed = cur.clone();
+    changed["data"]["v"] = json!("2");
+    s.update(&cm, Some("default"), "snapshotted", changed, false, false)
+        .unwrap();
+    s.create(
+        &ns,
+        None,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gone"}}),
+        false,
+    )
+    .unwrap();
+    s.create(&cm, Some("gone"), obj("inside", "1"), false)
+        .unwrap();
+    s.delete(&ns, None, "gone", false).unwrap();
+    let rv = s.current_rv();
+    drop(s);
+
+    let again = Store::new(Some(path));
+    assert_eq!(again.current_rv(), rv, "resourceVersion continues");
+    assert_eq!(
+        again.get(&cm, Some("default"), "late").unwrap()["data"]["v"],
+        "1"
+    );
+    assert_eq!(
+        again.get(&cm, Some("default"), "snapshotted").unwrap()["data"]["v"],
+        "2"
+    );
+    assert!(again.get(&ns, None, "gone").is_err());
+    assert!(again.get(&cm, Some("gone"), "inside").is_err());
+}
+
+/// Defect 1: a bootstrapped cluster's configured nodes register again when their Node objects are
+/// missing (a kill between `talosctl bootstrap` and the registration, or a lost write), as real
+/// kubelets keep retrying registration.
+#[test]
+fn lab_kubelets_register_missing_nodes_of_a_bootstrapped_cluster() {
+    let lab = TestLab::start(None);
+    lab.talos_up("infra");
+    let kc = lab.kubeconfig().display().to_string();
+    let get = || {
+        lab.tool(
+            "kubectl",
+            &[
+                "--kubeconfig",
+                &kc,
+                "--context",
+                "admin@infra",
+                "get",
+                "node",
+                "infra-02",
+                "-o",
+                "name",
+            ],
+        )
+    };
+    assert!(get().status.success(), "{}", err(&get()));
+    let del = lab.tool(
+        "kubectl",
+        &[
+            "--kubeconfig",
+            &kc,
+            "--context",
+            "admin@infra",
+            "delete",
+            "node",
+            "infra-02",
+        ],
+    );
+    assert!(del.status.success(), "{}", err(&del));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = get();
+        if o.status.success() {
+            assert_eq!(out(&o).trim(), "node/infra-02");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "infra-02 was never registered again: {}",
+            err(&o)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+use std::process::Stdio;
+use ws::{Ws, all, step};
+
+fn count(ws: &Ws, f: &str) -> usize {
+    ws.read(f).lines().count()
+}
+
+/// Defect 2: the check is evaluated again before every retry attempt: an attempt that did the work
+/// but reported failure is not repeated.
+#[test]
+fn the_check_runs_before_every_retry_attempt() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: install
+    check: { cmd: [test, -f, "{W}/marks/installed"] }
+    run: { shell: "echo ran >> {W}/install.count; touch {W}/marks/installed; exit 1" }
+    retry: { attempts: 3, backoff: 50ms }
+"#,
+    );
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert_eq!(
+        count(&ws, "install.count"),
+        1,
+        "the action ran again although its check passed"
+    );
+    assert_eq!(step(&ws.status(), "install")["status"], "done");
+}
+
+/// Defect 2: an interrupted step's check gets retries on transient errors (a node still
+/// installing refuses connections) before the engine decides that the work was not done.
+#[test]
+fn an_interrupted_steps_check_is_retried_on_transient_errors_before_the_action_runs_again() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: install
+    # Refuses connections for its first two answers after the interruption, then answers.
+    check: { shell: "n=$(cat {W}/marks/n 2>/dev/null || echo 0); echo $((n+1)) > {W}/marks/n; if [ -f {W}/marks/installed ] && [ $n -lt 3 ]; then echo 'dial tcp 10.0.0.1:50000: connect: connection refused' >&2; exit 1; fi; test -f {W}/marks/installed" }
+    run: { shell: "echo ran >> {W}/install.count; touch {W}/marks/installed; sleep 30" }
+    retry: { attempts: 4, backoff: 50ms }
+"#,
+    );
+    let mut child = ws
+        .cmd(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    ws.wait_for("marks/installed");
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(step(&ws.status(), "install")["status"], "interrupted");
+    let out = ws.run(&["resume"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert_eq!(
+        count(&ws, "install.count"),
+        1,
+        "the interrupted action ran again: {}",
+        all(&out)
+    );
+    assert_eq!(step(&ws.status(), "install")["status"], "satisfied");
+}
+
+/// Defect 3: the step-started record is durable before the command starts (write-ahead).
+#[test]
+fn step_started_is_recorded_before_the_command_starts() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: a
+    run: { cmd: [grep, -q, '"record":"step-started".*"id":"a"', "{W}/state/journal.jsonl"] }
+"#,
+    );
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+}
+
+/// Defect 4: SIGTERM and SIGHUP are handled like Ctrl-C: the process groups are stopped, the steps
+/// recorded interrupted, the lock released, exit 143 / 129, and `resume` continues.
+#[test]
+fn sigterm_and_sighup_interrupt_cleanly_and_resume_continues() {
+    for (sig, code) in [
+        (nix::sys::signal::Signal::SIGTERM, 143),
+        (nix::sys::signal::Signal::SIGHUP, 129),
+    ] {
+        let ws = Ws::new(
+            ws::ONE_CLUSTER,
+            r#"
+id: p
+title: P
+steps:
+  - id: slow
+    check: { cmd: [test, -f, "{W}/marks/slow.done"] }
+    run: { shell: "echo $$ > {W}/marks/slow.pid; sleep 30 & wait; touch {W}/marks/slow.done" }
+  - id: after
+    needs: [slow]
+    run: { cmd: [touch, "{W}/marks/after"] }
+"#,
+        );
+        let child = ws
+            .cmd(&["run"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        ws.wait_for("marks/slow.pid");
+        std::thread::sleep(Duration::from_millis(200));
+        let pid: i32 = ws.read("marks/slow.pid").trim().parse().unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{sig}: {}", all(&out));
+        assert!(!ws::alive(pid), "{sig}: the step's process survived");
+        assert!(
+            !ws.root.join("state/lock.json").exists(),
+            "{sig}: the lock was left"
+        );
+        assert_eq!(step(&ws.status(), "slow")["status"], "interrupted");
+        // The step's process is gone; the resume finishes the work.
+        std::fs::write(ws.root.join("marks/slow.done"), "").unwrap();
+        let out = ws.run(&["resume"]);
+        assert_eq!(out.status.code(), Some(0), "{sig}: {}", all(&out));
+        assert!(ws.root.join("marks/after").exists());
+    }
+}
+
+/// Defect 5: the state directory's spelling does not change fingerprints.
+#[test]
+fn the_state_dirs_spelling_does_not_mark_steps_changed() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: a
+    run: { cmd: [touch, "{{ state_dir }}/a"] }
+"#,
+    );
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let plan = |dir: &str| {
+        let mut c = std::process::Command::new(common::bin());
+        c.args([
+            "--plan",
+            "plan.yaml",
+            "--phases",
+            "phases",
+            "--state-dir",
+            dir,
+            "plan",
+            "--format",
+            "json",
+        ])
+        .current_dir(&ws.root)
+        .env_remove("BOOTSTRAP_STATE_DIR")
+        .env_remove("BOOTSTRAP_PLAN");
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", all(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    for spelling in [
+        "./state",
+        "state",
+        "marks/../state",
+        &ws.root.join("state").display().to_string(),
+    ] {
+        let v = plan(spelling);
+        assert_eq!(v["summary"]["changed"], 0, "{spelling}: {}", v["summary"]);
+        assert_eq!(v["summary"]["to_run"], 0, "{spelling}: {}", v["summary"]);
+    }
+}
+
+/// Defect 6: what a change means, per step: `check` (default) lets the check decide, `run` runs
+/// the action again, `stop` stops the run and names the step and what `reset` would do.
+#[test]
+fn on_change_check_run_and_stop() {
+    let phase = |v: &str| {
+        format!(
+            r#"
+id: p
+title: P
+steps:
+  - id: by-check
+    check: {{ cmd: [test, -f, "{{W}}/marks/by-check"] }}
+    run: {{ shell: "echo {v} >> {{W}}/by-check.count; touch {{W}}/marks/by-check" }}
+  - id: by-run
+    on_change: run
+    check: {{ cmd: [test, -f, "{{W}}/marks/by-run"] }}
+    run: {{ shell: "echo {v} >> {{W}}/by-run.count; touch {{W}}/marks/by-run" }}
+  - id: irreversible
+    needs: [by-check, by-run]
+    on_change: stop
+    check: {{ cmd: [test, -f, "{{W}}/marks/irreversible"] }}
+    run: {{ shell: "echo {v} >> {{W}}/irreversible.count; touch {{W}}/marks/irreversible" }}
+"#
+        )
+    };
+    let ws = Ws::new(ws::ONE_CLUSTER, &phase("1"));
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    ws.phase(&phase("2"));
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert_eq!(
+        count(&ws, "by-check.count"),
+        1,
+        "on_change: check ran the action although its check passed"
+    );
+    assert_eq!(
+        count(&ws, "by-run.count"),
+        2,
+        "on_change: run did not run again"
+    );
+    assert_eq!(
+        count(&ws, "irreversible.count"),
+        1,
+        "an irreversible step ran again"
+    );
+    let text = all(&out);
+    assert!(
+        text.contains("irreversible changed since it ran")
+            && text.contains("bootstrap reset irreversible"),
+        "{text}"
+    );
+    // After `reset`, its check decides (the work exists): satisfied, still not run again.
+    let out = ws.run(&["reset", "irreversible"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert_eq!(count(&ws, "irreversible.count"), 1);
+}
+
+/// Defect 8 and 12: once a step fails (without --keep-going) read-only waits stop at once, and no
+/// action starts, not even one whose check was in flight when the failure came.
+#[test]
+fn after_a_failure_waits_are_cancelled_and_no_action_starts() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: fails
+    run: { shell: "sleep 0.5; exit 1" }
+  - id: waits
+    run: { cmd: ["true"] }
+    verify: { cmd: ["false"] }
+    timeout: 2m
+  - id: checking
+    check: { shell: "sleep 1.5; exit 1" }
+    run: { cmd: [touch, "{W}/marks/checking-ran"] }
+"#,
+    );
+    let t = Instant::now();
+    let out = ws.run(&["run", "--concurrency", "4"]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "the wait went on after the failure: {:?}",
+        t.elapsed()
+    );
+    assert!(
+        !ws.root.join("marks/checking-ran").exists(),
+        "an action started after the run failed"
+    );
+    let st = ws.status();
+    assert_eq!(step(&st, "fails")["status"], "failed");
+    assert_eq!(step(&st, "waits")["status"], "interrupted");
+    assert!(
+        step(&st, "waits")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("a step failed"),
+        "{st}"
+    );
+}
+
+/// Defect 10: a check's own `timeout:` is validated.
+#[test]
+fn a_checks_timeout_must_be_a_duration() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: a
+    run: { cmd: ["true"] }
+    verify: { nodes: { ready: true, timeout: banana } }
+"#,
+    );
+    for cmd in [&["lint"][..], &["plan"], &["run"]] {
+        let out = ws.run(cmd);
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}: {}", all(&out));
+        assert!(
+            all(&out).contains("verify.timeout") && all(&out).contains("banana"),
+            "{}",
+            all(&out)
+        );
+    }
+}
+
+/// Defect 15: the step's timeout bounds the whole step (run and verify together).
+#[test]
+fn the_step_timeout_bounds_run_and_verify_together() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: a
+    run: { shell: "sleep 3" }
+    verify: { cmd: ["false"] }
+    timeout: 4s
+"#,
+    );
+    let t = Instant::now();
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "the step lasted {:?} with a 4s timeout",
+        t.elapsed()
+    );
+}
