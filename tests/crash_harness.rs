@@ -58,7 +58,10 @@ fn wait(mut child: Child, limit: Duration) -> Result<(Option<i32>, String), Stri
 fn objects(state: &Path) -> BTreeSet<(String, String, String)> {
     let mut out = BTreeSet::new();
     for cluster in ["infra", "apps"] {
-        let path = state.join("lab/clusters").join(cluster).join("objects.json");
+        let path = state
+            .join("lab/clusters")
+            .join(cluster)
+            .join("objects.json");
         let store = bootstrap::lab::apiserver::Store::new(Some(path));
         let inner = store.inner.lock().unwrap();
         for (res, m) in &inner.objects {
@@ -69,7 +72,11 @@ fn objects(state: &Path) -> BTreeSet<(String, String, String)> {
                 // A Helm release is one object whatever its revision count: an idempotent
                 // `helm upgrade --install` repeated after a crash adds a revision, not a release.
                 let k = match k.rsplit_once(".v") {
-                    Some((release, rev)) if k.contains("sh.helm.release.v1.") && rev.parse::<u32>().is_ok() => release.to_string(),
+                    Some((release, rev))
+                        if k.contains("sh.helm.release.v1.") && rev.parse::<u32>().is_ok() =>
+                    {
+                        release.to_string()
+                    }
                     _ => k.clone(),
                 };
                 out.insert((cluster.to_string(), res.clone(), k));
@@ -92,17 +99,38 @@ fn irreversible(state: &Path) -> BTreeMap<String, usize> {
     let mut n = BTreeMap::new();
     let text = std::fs::read_to_string(state.join("lab/calls.jsonl")).unwrap_or_default();
     for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
         if v["exit"] != 0 {
             continue;
         }
-        let args: Vec<&str> = v["args"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        let after = |flag: &str| args.iter().position(|a| *a == flag).and_then(|i| args.get(i + 1)).copied().unwrap_or("");
+        let args: Vec<&str> = v["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let after = |flag: &str| {
+            args.iter()
+                .position(|a| *a == flag)
+                .and_then(|i| args.get(i + 1))
+                .copied()
+                .unwrap_or("")
+        };
         let key = match (v["tool"].as_str(), args.as_slice()) {
-            (Some("talosctl"), a) if a.contains(&"bootstrap") => format!("talosctl bootstrap {}", after("-n")),
-            (Some("talosctl"), a) if a.starts_with(&["gen", "secrets"]) => format!("talosctl gen secrets {}", after("-o")),
-            (Some("talosctl"), a) if a.contains(&"apply-config") && a.contains(&"--insecure") => format!("talosctl apply-config --insecure {}", after("-n")),
-            (Some("op"), a) if a.starts_with(&["item", "create"]) => format!("op item create {}", after("--title")),
+            (Some("talosctl"), a) if a.contains(&"bootstrap") => {
+                format!("talosctl bootstrap {}", after("-n"))
+            }
+            (Some("talosctl"), a) if a.starts_with(&["gen", "secrets"]) => {
+                format!("talosctl gen secrets {}", after("-o"))
+            }
+            (Some("talosctl"), a) if a.contains(&"apply-config") && a.contains(&"--insecure") => {
+                format!("talosctl apply-config --insecure {}", after("-n"))
+            }
+            (Some("op"), a) if a.starts_with(&["item", "create"]) => {
+                format!("op item create {}", after("--title"))
+            }
             _ => continue,
         };
         *n.entry(key).or_insert(0) += 1;
@@ -115,7 +143,9 @@ fn leftovers(state: &Path) -> Vec<String> {
     let needle = state.display().to_string();
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if pid == std::process::id() {
             continue;
         }
@@ -140,7 +170,8 @@ fn one(t: &Trial, baseline: &BTreeSet<(String, String, String)>) -> Result<(), S
     let child = bootstrap(&state, &["run", "--yes"]).spawn().unwrap();
     std::thread::sleep(t.at);
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), t.signal);
-    let (code, err) = wait(child, Duration::from_secs(60)).map_err(|e| format!("the signalled run {e}"))?;
+    let (code, err) =
+        wait(child, Duration::from_secs(60)).map_err(|e| format!("the signalled run {e}"))?;
     let expected = match t.signal {
         Signal::SIGKILL => None,
         Signal::SIGTERM => Some(143),
@@ -148,16 +179,24 @@ fn one(t: &Trial, baseline: &BTreeSet<(String, String, String)>) -> Result<(), S
     };
     // A run that finished before the signal exits 0.
     if code != expected && code != Some(0) {
-        return Err(format!("the signalled run exited {code:?}, expected {expected:?}: {err}"));
+        return Err(format!(
+            "the signalled run exited {code:?}, expected {expected:?}: {err}"
+        ));
     }
     if t.signal != Signal::SIGKILL && state.join("lock.json").exists() {
         return Err("the lock was left behind".into());
     }
     let before = journal(&state);
-    let runs_before: BTreeSet<String> = before.iter().filter_map(|r| r["run_id"].as_str().map(String::from)).collect();
+    let runs_before: BTreeSet<String> = before
+        .iter()
+        .filter_map(|r| r["run_id"].as_str().map(String::from))
+        .collect();
     let done_before: BTreeSet<String> = before
         .iter()
-        .filter(|r| r["record"] == "step-finished" && (r["outcome"] == "done" || r["outcome"] == "satisfied"))
+        .filter(|r| {
+            r["record"] == "step-finished"
+                && (r["outcome"] == "done" || r["outcome"] == "satisfied")
+        })
         .filter_map(|r| r["id"].as_str().map(String::from))
         .collect();
     let resumed = bootstrap(&state, &["resume", "--yes"]).spawn().unwrap();
@@ -178,14 +217,18 @@ fn one(t: &Trial, baseline: &BTreeSet<(String, String, String)>) -> Result<(), S
     }
     for (what, n) in irreversible(&state) {
         if n > 1 {
-            return Err(format!("an irreversible action succeeded {n} times: {what}"));
+            return Err(format!(
+                "an irreversible action succeeded {n} times: {what}"
+            ));
         }
     }
     let end = objects(&state);
     if &end != baseline {
         let missing: Vec<_> = baseline.difference(&end).take(5).collect();
         let extra: Vec<_> = end.difference(baseline).take(5).collect();
-        return Err(format!("the end state differs: missing {missing:?}, extra {extra:?}"));
+        return Err(format!(
+            "the end state differs: missing {missing:?}, extra {extra:?}"
+        ));
     }
     let left = leftovers(&state);
     if !left.is_empty() {
@@ -200,20 +243,33 @@ fn signals_at_any_instant_then_resume_converge() {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
     let t = Instant::now();
-    let (code, err) = wait(bootstrap(&state, &["run", "--yes"]).spawn().unwrap(), Duration::from_secs(180)).unwrap();
+    let (code, err) = wait(
+        bootstrap(&state, &["run", "--yes"]).spawn().unwrap(),
+        Duration::from_secs(180),
+    )
+    .unwrap();
     assert_eq!(code, Some(0), "the uninterrupted run failed: {err}");
     let span = t.elapsed();
     let baseline = objects(&state);
     assert!(!baseline.is_empty());
 
-    let n_env = std::env::var("BOOTSTRAP_CRASH_N").ok().and_then(|n| n.parse::<u32>().ok());
+    let n_env = std::env::var("BOOTSTRAP_CRASH_N")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok());
     let mut trials = Vec::new();
-    for (signal, default_n) in [(Signal::SIGKILL, 5), (Signal::SIGTERM, 2), (Signal::SIGINT, 2)] {
+    for (signal, default_n) in [
+        (Signal::SIGKILL, 5),
+        (Signal::SIGTERM, 2),
+        (Signal::SIGINT, 2),
+    ] {
         let n = n_env.unwrap_or(default_n);
         for i in 0..n {
             // Spread over the run, with a little jitter so repeated runs probe new instants.
             let frac = (i as f64 + 0.25 + fastrand::f64() * 0.5) / n as f64;
-            trials.push(Trial { signal, at: span.mul_f64(frac) });
+            trials.push(Trial {
+                signal,
+                at: span.mul_f64(frac),
+            });
         }
     }
     let mut failures = Vec::new();
@@ -230,5 +286,11 @@ fn signals_at_any_instant_then_resume_converge() {
     for (sig, (ok, all)) in &by_signal {
         println!("crash harness: {sig}: {ok}/{all} resumes converged");
     }
-    assert!(failures.is_empty(), "{} of {} trials failed:\n{}", failures.len(), trials.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} trials failed:\n{}",
+        failures.len(),
+        trials.len(),
+        failures.join("\n")
+    );
 }

@@ -211,7 +211,12 @@ pub async fn execute(
                 .unwrap_or_else(|| "another process".into());
             return Err(ExitError::new(Exit::Locked, format!("the state in {} is locked by {who}; wait for that run, or run `bootstrap unlock` if it is gone", ws.state_dir.display())).into());
         }
-        Err(LockError::Io(e)) => return Err(e.into()),
+        Err(LockError::Io(e)) => {
+            return Err(color_eyre::eyre::eyre!(
+                "cannot lock the state directory {}: {e}",
+                ws.state_dir.display()
+            ));
+        }
     };
     if let Some(prev) = &lock.took_over {
         eprintln!("note: took over a stale lock left by {prev}");
