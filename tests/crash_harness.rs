@@ -122,13 +122,13 @@ fn irreversible(state: &Path) -> BTreeMap<String, usize> {
             (Some("talosctl"), a) if a.contains(&"bootstrap") => {
                 format!("talosctl bootstrap {}", after("-n"))
             }
-            (Some("talosctl"), a) if a.starts_with(&["gen", "secrets"]) => {
+            (Some("talosctl"), ["gen", "secrets", ..]) => {
                 format!("talosctl gen secrets {}", after("-o"))
             }
             (Some("talosctl"), a) if a.contains(&"apply-config") && a.contains(&"--insecure") => {
                 format!("talosctl apply-config --insecure {}", after("-n"))
             }
-            (Some("op"), a) if a.starts_with(&["item", "create"]) => {
+            (Some("op"), ["item", "create", ..]) => {
                 format!("op item create {}", after("--title"))
             }
             _ => continue,

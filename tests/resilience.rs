@@ -597,3 +597,30 @@ fn the_op_stand_in_honours_faults() {
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("not currently signed in"), "{}", err(&o));
 }
+
+/// Defect 9: a long step says what it is waiting for, in plain lines, while it waits.
+#[test]
+fn a_long_step_reports_a_heartbeat_with_what_it_waits_for() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: slow
+    run: { cmd: [sleep, "2"] }
+"#,
+    );
+    let out = ws
+        .cmd(&["run"])
+        .env("BOOTSTRAP_HEARTBEAT_SECS", "0.5")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let text = all(&out);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("still  slow (") && l.contains("run: sleep 2")),
+        "{text}"
+    );
+}

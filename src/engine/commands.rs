@@ -395,6 +395,7 @@ pub fn probe(ws: &Workspace, view: &mut DryRun) -> Result<()> {
                     cancel: crate::exec::Cancel::never(),
                     id: &s.id,
                     events: None,
+                    progress: None,
                 };
                 let said =
                     action::once(check, &ctx, std::time::Duration::from_secs(30), "probe").await;
