@@ -369,6 +369,7 @@ pub fn probe(ws: &Workspace, view: &mut DryRun) -> Result<()> {
         // Steps whose work a run would do (their check fails, or they have none).
         let mut will_run: HashSet<String> = HashSet::new();
         let mut satisfied: HashSet<String> = HashSet::new();
+        let mut drift = 0;
         for s in view.steps.iter_mut() {
             if s.kind == "gate" {
                 continue;
@@ -412,8 +413,15 @@ pub fn probe(ws: &Workspace, view: &mut DryRun) -> Result<()> {
             } else {
                 will_run.insert(s.id.clone());
             }
+            let verdict = if s.status == StepStatus::Done && verdict.starts_with("will run (") {
+                drift += 1;
+                format!("drifted: recorded done, but its check fails now; `bootstrap run --refresh` runs it again{}", verdict.trim_start_matches("will run"))
+            } else {
+                verdict
+            };
             s.probe = Some(verdict);
         }
+        view.summary.drift = drift;
         if let Some(l) = lab {
             l.shutdown().await;
         }
