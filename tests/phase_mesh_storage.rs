@@ -434,7 +434,7 @@ gate:
         "✔ bsl-unavailable",
         "✗ bsl-available: timed out after 3s: BackupStorageLocation velero/default: .status.phase is \"Unavailable\" (want \"Available\"); status.message: BackupStorageLocation \"default\" is unavailable: unable to get credentials: secrets \"velero-s3-credentials\" not found",
         "✔ mesh-apart",
-        "✗ mesh-connected: timed out after 3s; the last complete attempt: exit code 1: ❌ cilium-infra is not connected to cluster apps: tls: failed to verify certificate: x509: certificate signed by unknown authority",
+        "✗ mesh-connected: timed out after 3s; the last complete attempt: `cilium clustermesh status --context admin@infra --wait --wait-duration 1s -o json` failed: exit code 1: ❌ cilium-infra is not connected to cluster apps: tls: failed to verify certificate: x509: certificate signed by unknown authority",
     ] {
         assert!(out.contains(e), "missing {e:?} in:\n{out}");
     }

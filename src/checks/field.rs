@@ -88,6 +88,7 @@ pub fn field_rule(
     {
         return Outcome {
             passed: false,
+            terminal: false,
             detail: format!("{who}: observedGeneration {o} is behind generation {g}"),
         };
     }
@@ -113,7 +114,11 @@ pub fn field_rule(
             detail.push_str(&format!("; status.message: {m}"));
         }
     }
-    Outcome { passed, detail }
+    Outcome {
+        passed,
+        terminal: false,
+        detail,
+    }
 }
 
 /// Fetch the object and apply [`field_rule`].
@@ -151,10 +156,12 @@ pub async fn evaluate(client: &kube::Client, c: &FieldCheck) -> Result<Outcome> 
         ),
         Ok(None) => Outcome {
             passed: false,
+            terminal: false,
             detail: format!("{name} not found"),
         },
         Err(kube::Error::Api(s)) if s.code == 404 => Outcome {
             passed: false,
+            terminal: false,
             detail: format!(
                 "{} ({}) is not served yet: its CRD is not installed",
                 c.kind, c.api_version

@@ -154,6 +154,7 @@ pub fn flux_rule(
             .unwrap_or_default();
         return Outcome {
             passed: false,
+            terminal: false,
             detail: format!(
                 "{} {} not found in the cluster{whr}",
                 plural,
@@ -164,6 +165,7 @@ pub fn flux_rule(
     if objs.is_empty() {
         return Outcome {
             passed: false,
+            terminal: false,
             detail: format!("no {plural} match"),
         };
     }
@@ -177,6 +179,7 @@ pub fn flux_rule(
     if !want_ready {
         return Outcome {
             passed: true,
+            terminal: false,
             detail: format!("{} {plural} exist: {}", objs.len(), names.join(", ")),
         };
     }
@@ -184,6 +187,7 @@ pub fn flux_rule(
     if failing.is_empty() {
         return Outcome {
             passed: true,
+            terminal: false,
             detail: format!(
                 "{}/{} {plural} Ready: {}",
                 objs.len(),
@@ -233,8 +237,21 @@ pub fn flux_rule(
     if !others.is_empty() {
         detail.push_str(&format!("; also not Ready: {}", others.join(", ")));
     }
+    // Flux's own word that the root gave up (kstatus Stalled=True): waiting longer changes nothing.
+    let terminal = all
+        .iter()
+        .find(|o| {
+            let (ns, n) = ns_name(o);
+            format!("{ns}/{n}") == root
+        })
+        .and_then(|o| o["status"]["conditions"].as_array())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Stalled" && c["status"] == "True")
+        });
     Outcome {
         passed: false,
+        terminal,
         detail,
     }
 }
@@ -248,6 +265,7 @@ pub async fn evaluate(client: &kube::Client, kind: FluxKind, c: &FluxCheck) -> R
         Err(kube::Error::Api(s)) if s.code == 404 => {
             return Ok(Outcome {
                 passed: false,
+                terminal: false,
                 detail: format!(
                     "{} ({}) is not served yet: its CRD is not installed (is Flux bootstrapped?)",
                     kind.kind(),

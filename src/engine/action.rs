@@ -34,41 +34,67 @@ pub struct Ctx<'a> {
     pub id: &'a str,
     /// Where output lines go as events (the step's action only).
     pub events: Option<tokio::sync::mpsc::UnboundedSender<crate::report::Event>>,
+    /// What the unit is doing or waiting for right now (read by its heartbeat).
+    pub progress: Option<std::sync::Arc<std::sync::Mutex<String>>>,
 }
 
-fn from_finished(f: &Finished) -> Said {
+/// Say what the unit is doing now, for its heartbeat.
+fn note(ctx: &Ctx<'_>, text: String) {
+    if let Some(p) = &ctx.progress
+        && let Ok(mut p) = p.lock()
+    {
+        *p = text;
+    }
+}
+
+fn from_finished(f: &Finished, program: &Program, timeout: Duration) -> Said {
+    let tail = crate::report::strip_ansi(&f.tail(20));
     Said {
         passed: f.success(),
         detail: if f.success() {
-            crate::report::first_line(&f.tail(5)).to_string()
+            crate::report::first_line(&tail).to_string()
         } else if let exec::Ending::SpawnFailed(why) = &f.ending {
             why.clone()
         } else {
-            // The line that says why first (tools mark it ❌/✗ or start it with "Error"), so a
-            // one-line summary names the cause; then the output's tail.
-            let marked: Vec<&str> = f
-                .output
-                .iter()
+            // Say what ran, what ended it and its last words: "timed out: " alone helps nobody.
+            let what = match program {
+                Program::Argv(a) => a.join(" "),
+                Program::Shell(s) => format!("sh -c {}", crate::report::first_line(s)),
+            };
+            let why = match &f.ending {
+                exec::Ending::TimedOut => format!(
+                    "timed out after {} running `{what}`",
+                    humantime::format_duration(Duration::from_secs(timeout.as_secs().max(1)))
+                ),
+                _ => format!("`{what}` failed: {}", f.describe()),
+            };
+            // The line that says why next (tools mark it ❌/✗ or start it with "Error"), so a
+            // one-line summary names the cause.
+            let marked: Vec<&str> = tail
+                .lines()
                 .map(|l| l.trim())
                 .filter(|l| l.contains('❌') || l.starts_with('✗') || l.starts_with("Error"))
                 .collect();
-            let tail = f.tail(20);
-            let headline = if marked.is_empty() {
-                tail.lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("")
-                    .to_string()
+            let why = if marked.is_empty() {
+                why
             } else {
-                marked[marked.len().saturating_sub(2)..].join(" | ")
+                format!(
+                    "{why}: {}",
+                    marked[marked.len().saturating_sub(2)..].join(" | ")
+                )
             };
-            if headline.is_empty() || tail.trim() == headline {
-                format!("{}: {}", f.describe(), tail.trim())
+            if tail.trim().is_empty() {
+                format!("{why}; it printed nothing")
             } else {
-                format!("{}: {headline}\n{}", f.describe(), tail.trim())
+                format!("{why}; last output:\n{tail}")
             }
         },
         exit_code: f.exit_code(),
-        output: f.output.clone(),
+        output: f
+            .output
+            .iter()
+            .map(|l| crate::report::strip_ansi(l))
+            .collect(),
         interrupted: f.ending == exec::Ending::Cancelled,
     }
 }
@@ -122,8 +148,9 @@ pub async fn once(a: &ActionSpec, ctx: &Ctx<'_>, timeout: Duration, label: &str)
     match a {
         ActionSpec::Manual(text) => said(true, format!("{MANUAL}{text}")),
         ActionSpec::HelmValues(h) => {
-            let f = run_program(Program::Argv(h.cmd.clone()), ctx, timeout, label).await;
-            let mut out = from_finished(&f);
+            let p = Program::Argv(h.cmd.clone());
+            let f = run_program(p.clone(), ctx, timeout, label).await;
+            let mut out = from_finished(&f, &p, timeout);
             if !f.success() {
                 return out;
             }
@@ -176,16 +203,19 @@ pub async fn once(a: &ActionSpec, ctx: &Ctx<'_>, timeout: Duration, label: &str)
             }
         }
         ActionSpec::Cmd(argv) => {
-            let f = run_program(Program::Argv(argv.clone()), ctx, timeout, label).await;
-            from_finished(&f)
+            let p = Program::Argv(argv.clone());
+            let f = run_program(p.clone(), ctx, timeout, label).await;
+            from_finished(&f, &p, timeout)
         }
         ActionSpec::Shell(s) => {
-            let f = run_program(Program::Shell(s.clone()), ctx, timeout, label).await;
-            from_finished(&f)
+            let p = Program::Shell(s.clone());
+            let f = run_program(p.clone(), ctx, timeout, label).await;
+            from_finished(&f, &p, timeout)
         }
         ActionSpec::Json(j) => {
-            let f = run_program(Program::Argv(j.cmd.clone()), ctx, timeout, label).await;
-            let mut said = from_finished(&f);
+            let p = Program::Argv(j.cmd.clone());
+            let f = run_program(p.clone(), ctx, timeout, label).await;
+            let mut said = from_finished(&f, &p, timeout);
             if !f.success() {
                 return said;
             }
@@ -270,7 +300,7 @@ pub async fn until(a: &ActionSpec, ctx: &Ctx<'_>, timeout: Duration, label: &str
         let mode = checks::Mode::Wait(timeout);
         let mut cancel = ctx.cancel.clone();
         let said = tokio::select! {
-            r = ctx.clusters.evaluate(a, mode) => match r {
+            r = ctx.clusters.evaluate_progress(a, mode, ctx.progress.as_deref()) => match r {
                 Ok(o) => Said { passed: o.passed, detail: o.detail, exit_code: None, output: Vec::new(), interrupted: false },
                 Err(e) => Said { passed: false, detail: format!("{e:#}"), exit_code: None, output: Vec::new(), interrupted: false },
             },
@@ -320,6 +350,11 @@ pub async fn interrupted(cancel: &mut Cancel) {
 }
 
 async fn run_program(program: Program, ctx: &Ctx<'_>, timeout: Duration, label: &str) -> Finished {
+    let shown = match &program {
+        Program::Argv(a) => a.join(" "),
+        Program::Shell(s) => format!("sh -c {}", crate::report::first_line(s)),
+    };
+    note(ctx, format!("{label}: {shown}"));
     let spec = exec::Spec {
         program,
         env: ctx.env.clone(),

@@ -63,6 +63,12 @@ pub enum Event {
         log: String,
         detail: String,
     },
+    /// A long step is still at work (every 30 s by default): what it is waiting for, and for how long.
+    Heartbeat {
+        id: String,
+        elapsed_ms: u64,
+        waiting_for: String,
+    },
     /// A confirm step could not be confirmed (no terminal and no --yes): the run stops before it.
     ConfirmationRequired {
         id: String,
@@ -146,6 +152,15 @@ impl Reporter for Plain {
                 if *lab { " (lab)" } else { "" }
             )),
             Event::PhaseStarted { phase } => Some(format!("phase {phase}")),
+            Event::Heartbeat {
+                id,
+                elapsed_ms,
+                waiting_for,
+            } => Some(format!(
+                "still  {id} ({}): {}",
+                humantime::format_duration(std::time::Duration::from_secs(elapsed_ms / 1000)),
+                first_line(waiting_for)
+            )),
             Event::StepStarted { id, attempt, .. } => Some(if *attempt > 1 {
                 format!("start  {id} (attempt {attempt})")
             } else {
@@ -243,6 +258,19 @@ pub fn outcome_word(o: &str) -> &str {
         "interrupted" => "intr",
         other => other,
     }
+}
+
+/// Text without terminal escape sequences (colours, cursor moves): a failure summary quotes a
+/// tool's output, and a raw line full of `ESC[…m` is not a summary.
+pub fn strip_ansi(s: &str) -> String {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| {
+        regex::Regex::new(
+            r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]",
+        )
+        .expect("static regex")
+    });
+    re.replace_all(s, "").into_owned()
 }
 
 pub fn first_line(s: &str) -> &str {
