@@ -484,16 +484,31 @@ async fn reconcile(c: &Remote, kind: &str, name: &str, ns: &str, with_source: bo
         eprintln!("◎ waiting for GitRepository reconciliation");
         ok("fetched revision main@sha1:lab");
     }
-    let Some(mut o) = c.get(api, k, Some(ns), name).await.ok().flatten() else {
+    if c.get(api, k, Some(ns), name).await.ok().flatten().is_none() {
         return fail(&format!(
             "{label} object '{name}' not found in \"{ns}\" namespace"
         ));
-    };
+    }
     action(&format!("annotating {label} {name} in {ns} namespace"));
     let requested = jiff::Timestamp::now().to_string();
-    o["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"] = json!(requested);
-    if let Err(e) = c.replace(o).await {
-        return fail(&e.to_string());
+    // The real CLI patches the annotation; a read-modify-write that races a controller's status
+    // write is retried, as a patch would not conflict.
+    let mut attempt = 0;
+    loop {
+        let Some(mut o) = c.get(api, k, Some(ns), name).await.ok().flatten() else {
+            return fail(&format!(
+                "{label} object '{name}' not found in \"{ns}\" namespace"
+            ));
+        };
+        o["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"] = json!(requested);
+        match c.replace(o).await {
+            Ok(_) => break,
+            Err(e) if e.to_string().contains("modified") && attempt < 20 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => return fail(&e.to_string()),
+        }
     }
     ok(&format!("{label} annotated"));
     eprintln!("◎ waiting for {label} reconciliation");
