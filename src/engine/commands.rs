@@ -9,8 +9,9 @@ use super::environment::Chooser;
 use super::{RunOptions, action, execute};
 use crate::cli::{Global, ResetArgs, ResumeArgs, RunArgs, StatusArgs, StatusFormat, UnlockArgs};
 use crate::dag::Work;
-use crate::dryrun::{DryRun, StepStatus};
+use crate::dryrun::DryRun;
 use crate::error::{Exit, ExitError, Result, UserError};
+use crate::state::StepStatus;
 use crate::state::{FileStore, Lock, LockError, Record, Store};
 use crate::workspace::Workspace;
 
@@ -22,7 +23,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// `bootstrap run`.
 pub fn run_command(g: &Global, a: &RunArgs, choose: Chooser) -> Result<Exit> {
-    let ws = Workspace::load_linted(g)?;
+    let ws = crate::lint::load_checked(g)?;
     let (phases, steps) = match &a.from_plan {
         Some(file) => saved_plan_selection(&ws, file)?,
         None => (a.selection.phases.clone(), a.selection.steps.clone()),
@@ -100,7 +101,7 @@ fn saved_plan_selection(
 
 /// `bootstrap resume`.
 pub fn resume_command(g: &Global, a: &ResumeArgs, choose: Chooser) -> Result<Exit> {
-    let ws = Workspace::load_linted(g)?;
+    let ws = crate::lint::load_checked(g)?;
     let state = FileStore::new(&ws.state_dir).load()?;
     let Some(last) = state.last_run else {
         return Err(UserError::new(format!(
@@ -129,7 +130,7 @@ pub const STATUS_SCHEMA: u32 = 1;
 
 /// `bootstrap status`.
 pub fn status_command(g: &Global, a: &StatusArgs) -> Result<Exit> {
-    let ws = Workspace::load(g)?;
+    let ws = crate::lint::load(g)?;
     let state = FileStore::new(&ws.state_dir).load()?;
     let holder = Lock::holder(&ws.state_dir);
     let rows: Vec<serde_json::Value> = ws
@@ -227,7 +228,7 @@ pub fn status_command(g: &Global, a: &StatusArgs) -> Result<Exit> {
 
 /// `bootstrap reset`.
 pub fn reset_command(g: &Global, a: &ResetArgs) -> Result<Exit> {
-    let ws = Workspace::load(g)?;
+    let ws = crate::lint::load(g)?;
     if !a.all && a.steps.is_empty() && a.phases.is_empty() {
         return Err(UserError::new("say what to forget")
             .help("name steps (globs allowed), --phase P, or --all")
