@@ -125,13 +125,7 @@ fn first_document(text: &str) -> Option<Value> {
     de.next().and_then(|r| r.ok())
 }
 
-/// How a manual gate item's detail starts (reporters mark such items as manual, not as checked).
-pub const MANUAL: &str = "manual, verify by hand: ";
-
-/// Whether a gate item's detail is a manual item's.
-pub fn is_manual(detail: &str) -> bool {
-    detail.starts_with(MANUAL)
-}
+use crate::report::MANUAL;
 
 fn said(passed: bool, detail: String) -> Said {
     Said {

@@ -7,7 +7,7 @@
 //! Owns `run`, `resume`, `status`, `reset`, `unlock` and `plan --probe`. It never renders output
 //! itself.
 
-pub(crate) mod action;
+mod action;
 mod commands;
 pub mod dispatch;
 pub mod environment;

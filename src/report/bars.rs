@@ -104,18 +104,16 @@ impl Reporter for Bars {
                 detail,
                 ..
             } => {
-                let _ = self
-                    .multi
-                    .println(if crate::engine::action::is_manual(detail) {
-                        format!(
-                            "    ☐ {item} (manual): {}",
-                            first_line(detail.trim_start_matches(crate::engine::action::MANUAL))
-                        )
-                    } else if *passed {
-                        format!("    ☑ {item}")
-                    } else {
-                        format!("    ☒ {item}: {}", first_line(detail))
-                    });
+                let _ = self.multi.println(if super::is_manual(detail) {
+                    format!(
+                        "    ☐ {item} (manual): {}",
+                        first_line(detail.trim_start_matches(super::MANUAL))
+                    )
+                } else if *passed {
+                    format!("    ☑ {item}")
+                } else {
+                    format!("    ☒ {item}: {}", first_line(detail))
+                });
             }
             Event::GateFinished { phase, passed } => {
                 let _ = self.multi.println(format!(

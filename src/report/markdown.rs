@@ -124,7 +124,7 @@ impl MarkdownReport {
                         ..
                     } => {
                         // A manual item is listed unticked: bootstrap did not check it.
-                        let manual = crate::engine::action::is_manual(detail);
+                        let manual = super::is_manual(detail);
                         let _ = writeln!(
                             o,
                             "- [{}] `{item}`{} {text}: {}",

@@ -206,10 +206,10 @@ impl Reporter for Plain {
                 detail,
                 ..
             } => {
-                if crate::engine::action::is_manual(detail) {
+                if is_manual(detail) {
                     Some(format!(
                         "  ☐ {item} (manual): {}",
-                        first_line(detail.trim_start_matches(crate::engine::action::MANUAL))
+                        first_line(detail.trim_start_matches(MANUAL))
                     ))
                 } else if *passed {
                     (!self.quiet).then(|| format!("  ✔ {item}"))
@@ -291,4 +291,12 @@ impl Reporter for Fanout {
             r.finish();
         }
     }
+}
+
+/// How a manual gate item's detail starts (reporters mark such items as manual, not as checked).
+pub const MANUAL: &str = "manual, verify by hand: ";
+
+/// Whether a gate item's detail is a manual item's.
+pub fn is_manual(detail: &str) -> bool {
+    detail.starts_with(MANUAL)
 }
