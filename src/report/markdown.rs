@@ -1,5 +1,9 @@
-//! The markdown run report, written to the state directory after every run: what ran, what was
-//! skipped and why, durations, the gate evidence, and the tail of each failure's log.
+//! The markdown run report, written to the state directory after every run: who ran it where and
+//! when, the outcome and duration, what ran, what was skipped and why, durations, the gate evidence,
+//! and the tail of each failure's log.
+//!
+//! The report is (re)written when the `run-finished` event arrives, so it always carries the outcome;
+//! it is then also appended to `$GITHUB_STEP_SUMMARY` when that is set.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
@@ -11,11 +15,27 @@ pub struct MarkdownReport {
     events: Vec<Event>,
     /// Failure tails by step id (filled by the engine).
     pub tails: std::collections::BTreeMap<String, String>,
+    /// Where the report goes, once known (`write`, or `in_dir`).
+    state_dir: Option<PathBuf>,
+    tally: super::Tally,
 }
 
 impl MarkdownReport {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A report that writes itself to `state_dir` when the run finishes.
+    pub fn in_dir(state_dir: &Path) -> Self {
+        MarkdownReport {
+            state_dir: Some(state_dir.to_path_buf()),
+            ..Self::default()
+        }
+    }
+
+    /// `reports/<run id>.md` under the state dir (the path the `run-finished` event names).
+    pub fn path_for(state_dir: &Path, run_id: &str) -> PathBuf {
+        state_dir.join("reports").join(format!("{run_id}.md"))
     }
 
     pub fn render(&self) -> String {
@@ -33,8 +53,13 @@ impl MarkdownReport {
                 run_id = r.clone();
                 let _ = writeln!(
                     o,
-                    "# Run {r}\n\n- Plan: `{plan}`{}\n- Steps selected: {steps}\n",
-                    if *lab { " (lab)" } else { "" }
+                    "# Run {r}\n\n- Plan: `{plan}`{}\n- Steps selected: {steps}\n- By: {} on {}\n- Tool: bootstrap {}\n",
+                    if *lab { " (lab)" } else { "" },
+                    std::env::var("USER")
+                        .or_else(|_| std::env::var("LOGNAME"))
+                        .unwrap_or_else(|_| "unknown".into()),
+                    crate::state::hostname(),
+                    crate::version::LONG,
                 );
             }
         }
@@ -51,8 +76,9 @@ impl MarkdownReport {
         {
             let _ = writeln!(
                 o,
-                "**Outcome: {outcome}** in {:.1}s.{}\n",
-                *duration_ms as f64 / 1000.0,
+                "**Outcome: {outcome}** in {}. {}.{}\n",
+                super::summary::duration(*duration_ms),
+                self.tally.counts(),
                 if failed.is_empty() {
                     String::new()
                 } else {
@@ -168,10 +194,15 @@ impl MarkdownReport {
     }
 
     /// Write `reports/<run id>.md` and `last-run.md` under the state dir; returns the report path.
-    pub fn write(&self, state_dir: &Path, run_id: &str) -> std::io::Result<PathBuf> {
-        let dir = state_dir.join("reports");
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join(format!("{run_id}.md"));
+    /// The state dir is remembered: the report is written again, complete, on `run-finished`.
+    pub fn write(&mut self, state_dir: &Path, run_id: &str) -> std::io::Result<PathBuf> {
+        self.state_dir = Some(state_dir.to_path_buf());
+        self.write_files(state_dir, run_id)
+    }
+
+    fn write_files(&self, state_dir: &Path, run_id: &str) -> std::io::Result<PathBuf> {
+        let path = Self::path_for(state_dir, run_id);
+        std::fs::create_dir_all(state_dir.join("reports"))?;
         let text = self.render();
         std::fs::write(&path, &text)?;
         std::fs::write(state_dir.join("last-run.md"), &text)?;
@@ -181,8 +212,29 @@ impl MarkdownReport {
 
 impl Reporter for MarkdownReport {
     fn event(&mut self, e: &Event) {
-        if !matches!(e, Event::Output { .. }) {
-            self.events.push(e.clone());
+        if matches!(e, Event::Output { .. } | Event::StillRunning { .. }) {
+            return;
+        }
+        self.tally.add(e);
+        self.events.push(e.clone());
+        if let (Event::RunFinished { run_id, .. }, Some(dir)) = (e, self.state_dir.clone()) {
+            if let Err(err) = self.write_files(&dir, run_id) {
+                eprintln!("warning: cannot write the run report: {err}");
+            }
+            // GitHub Actions shows this file on the run's page.
+            if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|v| !v.is_empty())
+            {
+                use std::io::Write as _;
+                let text = self.render();
+                let appended = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&summary)
+                    .and_then(|mut f| f.write_all(format!("{text}\n").as_bytes()));
+                if let Err(err) = appended {
+                    eprintln!("warning: cannot append to $GITHUB_STEP_SUMMARY: {err}");
+                }
+            }
         }
     }
 }

@@ -4,14 +4,22 @@
 //! Owns presentation only. It never decides outcomes: the engine emits, reporters render.
 
 mod bars;
+pub mod confirm;
+pub mod heartbeat;
+pub mod junit;
 mod markdown;
+pub mod summary;
 
 use std::io::Write;
+use std::sync::Mutex;
 
 use serde::Serialize;
 
 pub use bars::Bars;
+pub use heartbeat::Heartbeat;
+pub use junit::JunitReport;
 pub use markdown::MarkdownReport;
+pub use summary::Tally;
 
 /// Version of the JSON event shape (`--output json`), bumped on incompatible changes.
 pub const EVENT_SCHEMA: u32 = 1;
@@ -68,6 +76,17 @@ pub enum Event {
         id: String,
         description: String,
     },
+    /// The one question asked before anything runs: every confirm step the run would run, with its
+    /// rendered command, and the answer.
+    ConfirmationBatch {
+        steps: Vec<confirm::Item>,
+        approved: bool,
+    },
+    /// A step has been running for a while (the heartbeat, for logs that must not go silent).
+    StillRunning {
+        id: String,
+        elapsed_ms: u64,
+    },
     GateItem {
         phase: String,
         item: String,
@@ -100,9 +119,48 @@ pub struct Envelope<'a> {
 pub trait Reporter: Send {
     fn event(&mut self, e: &Event);
     fn finish(&mut self) {}
+    /// Run `f` (a prompt) with the reporter's live display put away, then redraw it.
+    fn suspend(&mut self, f: &mut dyn FnMut()) {
+        f()
+    }
 }
 
-/// One JSON object per event on stdout.
+/// The run as the reporters have seen it so far: the counts for the closing summary.
+///
+/// Kept per process and fed by [`Fanout`], because `Plain` and `JsonLines` are built by the
+/// dispatcher as plain values; a reporter reads it when the run finishes.
+static TALLY: Mutex<Option<Tally>> = Mutex::new(None);
+
+fn tally_add(e: &Event) {
+    if let Ok(mut t) = TALLY.lock() {
+        if matches!(e, Event::RunStarted { .. }) {
+            *t = Some(Tally::default());
+        }
+        t.get_or_insert_with(Tally::default).add(e);
+    }
+}
+
+/// The counts of the current run (as fed through [`Fanout`]).
+pub fn current_tally() -> Tally {
+    TALLY
+        .lock()
+        .ok()
+        .and_then(|t| t.clone())
+        .unwrap_or_default()
+}
+
+/// Reporters asked for by the command line beside the chosen one (`--junit`), attached before the
+/// run starts. Every [`Fanout`] also feeds them.
+static ATTACHED: Mutex<Vec<Box<dyn Reporter>>> = Mutex::new(Vec::new());
+
+/// Attach a reporter to the next run's event stream.
+pub fn attach(r: Box<dyn Reporter>) {
+    if let Ok(mut v) = ATTACHED.lock() {
+        v.push(r);
+    }
+}
+
+/// One JSON object per event on stdout. `run-finished` also carries `counts` (see docs/engine.md).
 pub struct JsonLines;
 
 impl Reporter for JsonLines {
@@ -112,7 +170,18 @@ impl Reporter for JsonLines {
             ts: crate::state::now(),
             event: e,
         };
-        if let Ok(line) = serde_json::to_string(&env) {
+        let value = serde_json::to_value(&env).map(|mut v| {
+            if matches!(e, Event::RunFinished { .. })
+                && let (Some(o), Ok(c)) = (
+                    v.as_object_mut(),
+                    serde_json::to_value(current_tally().closed()),
+                )
+            {
+                o.insert("counts".into(), c);
+            }
+            v
+        });
+        if let Ok(line) = value.and_then(|v| serde_json::to_string(&v)) {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
@@ -133,18 +202,7 @@ fn hms() -> String {
 impl Reporter for Plain {
     fn event(&mut self, e: &Event) {
         let line = match e {
-            Event::RunStarted {
-                run_id,
-                plan,
-                lab,
-                steps,
-                concurrency,
-                resumed,
-            } => Some(format!(
-                "{} run {run_id} on plan {plan}{}: {steps} steps, up to {concurrency} at once",
-                if *resumed { "resuming" } else { "starting" },
-                if *lab { " (lab)" } else { "" }
-            )),
+            Event::RunStarted { .. } => summary::header(e),
             Event::PhaseStarted { phase } => Some(format!("phase {phase}")),
             Event::StepStarted { id, attempt, .. } => Some(if *attempt > 1 {
                 format!("start  {id} (attempt {attempt})")
@@ -201,16 +259,16 @@ impl Reporter for Plain {
                 "gate   {phase}: {}",
                 if *passed { "passed" } else { "FAILED" }
             )),
-            Event::RunFinished {
-                run_id,
-                outcome,
-                duration_ms,
-                report,
-                ..
-            } => Some(format!(
-                "run {run_id} {outcome} in {:.1}s; report: {report}",
-                *duration_ms as f64 / 1000.0
+            Event::ConfirmationBatch { steps, approved } => Some(format!(
+                "confirm {} step(s): {}",
+                steps.len(),
+                if *approved { "approved" } else { "declined" }
             )),
+            Event::StillRunning { id, elapsed_ms } => Some(format!(
+                "still  {id}: running for {}",
+                summary::duration(*elapsed_ms)
+            )),
+            Event::RunFinished { .. } => summary::line(e, &current_tally()),
         };
         if let Some(l) = line {
             if self.quiet
@@ -249,13 +307,30 @@ pub struct Fanout(pub Vec<Box<dyn Reporter>>);
 
 impl Reporter for Fanout {
     fn event(&mut self, e: &Event) {
+        tally_add(e);
         for r in &mut self.0 {
             r.event(e);
+        }
+        if let Ok(mut v) = ATTACHED.lock() {
+            for r in v.iter_mut() {
+                r.event(e);
+            }
         }
     }
     fn finish(&mut self) {
         for r in &mut self.0 {
             r.finish();
+        }
+        if let Ok(mut v) = ATTACHED.lock() {
+            for r in v.iter_mut() {
+                r.finish();
+            }
+        }
+    }
+    fn suspend(&mut self, f: &mut dyn FnMut()) {
+        match self.0.first_mut() {
+            Some(r) => r.suspend(f),
+            None => f(),
         }
     }
 }
