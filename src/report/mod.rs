@@ -82,6 +82,11 @@ pub enum Event {
         steps: Vec<confirm::Item>,
         approved: bool,
     },
+    /// Every selected step is done and unchanged: the run did not start (nothing was written).
+    NothingToDo {
+        steps: usize,
+        last_run: Option<String>,
+    },
     /// A step has been running for a while (the heartbeat, for logs that must not go silent).
     StillRunning {
         id: String,
@@ -268,6 +273,7 @@ impl Reporter for Plain {
                 "still  {id}: running for {}",
                 summary::duration(*elapsed_ms)
             )),
+            Event::NothingToDo { steps, .. } => Some(format!("nothing to do: {steps} steps done")),
             Event::RunFinished { .. } => summary::line(e, &current_tally()),
         };
         if let Some(l) = line {
