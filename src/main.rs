@@ -73,7 +73,18 @@ fn main() -> ExitCode {
         Command::Logs(args) => bootstrap::inspect::logs_command(g, &args),
         Command::Show(args) => bootstrap::inspect::show_command(g, &args),
         Command::Man => bootstrap::inspect::man_command(),
-        Command::Lab(cmd) => bootstrap::lab::lab_command(g, &cmd),
+        Command::Lab(cmd) => {
+            let result = bootstrap::lab::lab_command(g, &cmd);
+            if matches!(cmd, bootstrap::cli::LabCommand::Reset)
+                && matches!(result, Ok(Exit::Ok))
+                && !g.quiet
+            {
+                eprintln!(
+                    "The recorded outcomes are kept: the next run skips what they say is done. `bootstrap run --refresh` asks those steps' checks again; `bootstrap reset --all` forgets them."
+                );
+            }
+            result
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
