@@ -278,9 +278,14 @@ pub struct ResetArgs {
 
 #[derive(Debug, Args)]
 pub struct UnlockArgs {
-    /// Release the lock even when its holder looks alive.
+    /// Release the lock even when a holder is recorded. A holder alive on this host is refused
+    /// unless its pid is given with --pid.
     #[arg(long)]
     pub force: bool,
+    /// With --force: the pid of the live holder to take over from (it is asked to stop with
+    /// SIGTERM and the lock is released when it has).
+    #[arg(long, value_name = "PID", requires = "force")]
+    pub pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

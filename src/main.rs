@@ -61,6 +61,25 @@ fn main() -> ExitCode {
         return ExitCode::from(Exit::Usage as u8);
     }
     let g = &cli.global;
+    // A run handles INT, TERM and HUP itself; until its handlers exist, they wait (blocked).
+    if matches!(cli.command, Command::Run(_) | Command::Resume(_)) {
+        bootstrap::engine::signals::block();
+    }
+    // A reader that closes the pipe early (`status --format json | head -c 10`) ends a read-only
+    // command quietly, as Unix tools do, instead of a panic on EPIPE. Runs keep ignoring SIGPIPE:
+    // a closed terminal must not kill a run before it records how it ended.
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Resume(_) | Command::Lab(_)
+    ) {
+        // SAFETY: restoring a signal's default disposition at start-up, before any thread runs.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
+    }
     let result = match cli.command {
         Command::Plan(args) => bootstrap::dryrun::plan_command(g, &args),
         Command::Graph(args) => bootstrap::dryrun::graph_command(g, &args),

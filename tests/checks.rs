@@ -283,3 +283,75 @@ async fn wait_mode_passes_when_the_object_becomes_ready_and_times_out_otherwise(
     assert!(o.passed, "{}", o.detail);
     t.await.unwrap();
 }
+
+/// Issue 7, defect 9: a wait that cannot come true by itself ends at once, naming the object and
+/// the fix: a Deployment past its progress deadline, a Stalled Flux object, a Helm release stuck in
+/// pending-upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_fail_at_once_when_the_condition_cannot_come_true() {
+    let e = env().await;
+    let c = local(&e);
+    let mut d = c.apply(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "op", "namespace": "kube-system"}, "spec": {"replicas": 2, "selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}})).await.unwrap();
+    d["status"] = json!({"observedGeneration": 1, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 1,
+        "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"op-5d4\" has timed out progressing."}]});
+    c.replace_status(d).await.unwrap();
+    let t = std::time::Instant::now();
+    let o = e
+        .clusters
+        .evaluate(
+            &check(
+                "rollout: { cluster: infra, kind: Deployment, namespace: kube-system, name: op }",
+            ),
+            Mode::Wait(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert!(!o.passed && o.terminal, "{o:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "waited {:?}",
+        t.elapsed()
+    );
+    assert!(
+        o.detail.contains("ProgressDeadlineExceeded")
+            && o.detail
+                .contains("kubectl -n kube-system describe deployment op"),
+        "{}",
+        o.detail
+    );
+
+    // A CRD for HelmReleases, then one Stalled and one stuck behind a pending Helm operation.
+    c.apply(json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "helmreleases.helm.toolkit.fluxcd.io"},
+        "spec": {"group": "helm.toolkit.fluxcd.io", "scope": "Namespaced", "names": {"plural": "helmreleases", "kind": "HelmRelease"},
+                 "versions": [{"name": "v2", "served": true, "storage": true, "subresources": {"status": {}}}]}})).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for (name, cond, want) in [
+        (
+            "stalled",
+            json!([{"type": "Ready", "status": "False", "reason": "InstallFailed", "message": "install retries exhausted"}, {"type": "Stalled", "status": "True", "reason": "RetriesExceeded", "message": "Failed to install after 1 attempt(s)"}]),
+            "flux reconcile helmrelease stalled -n kube-system",
+        ),
+        (
+            "pending",
+            json!([{"type": "Ready", "status": "False", "reason": "UpgradeFailed", "message": "Helm upgrade failed: another operation (install/upgrade/rollback) is in progress"}]),
+            "helm rollback pending",
+        ),
+    ] {
+        let mut hr = c.apply(json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease", "metadata": {"name": name, "namespace": "kube-system"}, "spec": {"interval": "5m"}})).await.unwrap();
+        hr["status"] = json!({"observedGeneration": 1, "conditions": cond});
+        c.replace_status(hr).await.unwrap();
+        let t = std::time::Instant::now();
+        let o = e
+            .clusters
+            .evaluate(&check(&format!("condition: {{ cluster: infra, apiVersion: helm.toolkit.fluxcd.io/v2, kind: HelmRelease, namespace: kube-system, name: {name} }}")), Mode::Wait(Duration::from_secs(60)))
+            .await
+            .unwrap();
+        assert!(!o.passed && o.terminal, "{name}: {o:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{name}: waited {:?}",
+            t.elapsed()
+        );
+        assert!(o.detail.contains(want), "{name}: {}", o.detail);
+    }
+}

@@ -297,8 +297,10 @@ steps:
         "unlock does not name the holder: {}",
         all(&out)
     );
+    // --force does not break a live holder's lock either (issue 7, defect 16): it names the pid
+    // to take over from.
     let out = ws.run(&["unlock", "--force"]);
-    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", all(&out));
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -453,3 +453,174 @@ steps:
         t.elapsed()
     );
 }
+
+/// Defect 16: `unlock --force` does not break a lock whose holder is alive on this host, unless
+/// its pid is given, and then the holder is stopped first (never two writers).
+#[test]
+fn unlock_force_refuses_a_live_holder_unless_its_pid_is_given() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: slow
+    check: { cmd: [test, -f, "{W}/marks/slow.done"] }
+    run: { shell: "touch {W}/marks/started; sleep 30; touch {W}/marks/slow.done" }
+"#,
+    );
+    let child = ws
+        .cmd(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    ws.wait_for("marks/started");
+    let pid = child.id();
+    let out = ws.run(&["unlock", "--force"]);
+    assert_eq!(out.status.code(), Some(3), "{}", all(&out));
+    assert!(
+        all(&out).contains(&format!("pid {pid}")) && all(&out).contains("--pid"),
+        "{}",
+        all(&out)
+    );
+    // A second run still cannot start.
+    let second = ws.run(&["run"]);
+    assert_eq!(second.status.code(), Some(3), "{}", all(&second));
+    let out = ws.run(&["unlock", "--force", "--pid", &pid.to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "the holder was not stopped by SIGTERM"
+    );
+    assert_eq!(step(&ws.status(), "slow")["status"], "interrupted");
+}
+
+/// Defect 17: garbage in the middle of the journal is reported with its line number; a torn last
+/// line after a kill is cut off silently.
+#[test]
+fn garbage_in_the_middle_of_the_journal_is_reported_with_its_line() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: a
+    run: { cmd: ["true"] }
+"#,
+    );
+    assert_eq!(ws.run(&["run"]).status.code(), Some(0));
+    let path = ws.root.join("state/journal.jsonl");
+    let mut lines: Vec<String> = ws
+        .read("state/journal.jsonl")
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.insert(1, "this is not json".into());
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let out = ws.run(&["status"]);
+    assert!(
+        all(&out).contains("journal.jsonl:2: not a journal record"),
+        "{}",
+        all(&out)
+    );
+    assert_eq!(
+        step(&ws.status(), "a")["status"],
+        "done",
+        "the records around the garbage were lost"
+    );
+}
+
+/// Defect 18: an unwritable state directory is named in the error.
+#[test]
+fn an_unusable_state_dir_is_named() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: a
+    run: { cmd: ["true"] }
+"#,
+    );
+    // The state dir is a file: "is not a directory" / "file exists", with the path.
+    std::fs::write(ws.root.join("state"), "").unwrap();
+    let out = ws.run(&["run"]);
+    assert_ne!(out.status.code(), Some(0));
+    let text = all(&out);
+    assert!(
+        text.contains(&ws.root.join("state").display().to_string()),
+        "{text}"
+    );
+}
+
+/// Defect 20: a reader that closes the pipe early does not make `status` panic.
+#[test]
+fn status_json_into_a_closed_pipe_does_not_panic() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: a
+    run: { cmd: ["true"] }
+"#,
+    );
+    assert_eq!(ws.run(&["run"]).status.code(), Some(0));
+    let mut child = ws
+        .cmd(&["status", "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before the first byte
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !common::text(&out.stderr).contains("panicked"),
+        "{}",
+        common::text(&out.stderr)
+    );
+}
+
+/// Defect 21: the lab's `op` stand-in honours injected faults.
+#[test]
+fn the_op_stand_in_honours_faults() {
+    let lab = TestLab::start(Some(
+        r#"[{"id": "signed-out", "kind": "fail", "matches": "op item get", "stderr": "[ERROR] 2026/11/30 10:00:00 You are not currently signed in. Please run `op signin --help` for instructions", "times": 1}]"#,
+    ));
+    let o = lab.tool("op", &["item", "get", "x", "--vault", "homelab"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("not currently signed in"), "{}", err(&o));
+}
+
+/// Defect 9: a long step says what it is waiting for, in plain lines, while it waits.
+#[test]
+fn a_long_step_reports_a_heartbeat_with_what_it_waits_for() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: slow
+    run: { cmd: [sleep, "2"] }
+"#,
+    );
+    let out = ws
+        .cmd(&["run"])
+        .env("BOOTSTRAP_HEARTBEAT_SECS", "0.5")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let text = all(&out);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("still  slow (") && l.contains("run: sleep 2")),
+        "{text}"
+    );
+}

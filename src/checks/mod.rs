@@ -34,6 +34,9 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub passed: bool,
+    /// Not passed, and it cannot come true by itself (a Deployment past its progress deadline, a
+    /// Stalled Flux object, a Helm release stuck in pending-upgrade): a wait ends at once.
+    pub terminal: bool,
     /// What it saw, e.g. `2/3 nodes Ready; apps-03 NotReady: KubeletNotReady: …`.
     pub detail: String,
 }
@@ -127,6 +130,17 @@ impl Clusters {
 
     /// Evaluate a built-in check.
     pub async fn evaluate(&self, check: &ActionSpec, mode: Mode) -> Result<Outcome> {
+        self.evaluate_progress(check, mode, None).await
+    }
+
+    /// Evaluate a built-in check; in wait mode, what it last saw is kept in `progress` (for
+    /// heartbeats).
+    pub async fn evaluate_progress(
+        &self,
+        check: &ActionSpec,
+        mode: Mode,
+        progress: Option<&std::sync::Mutex<String>>,
+    ) -> Result<Outcome> {
         let cluster = Self::cluster_of(check)
             .ok_or_else(|| {
                 color_eyre::eyre::eyre!("not a Kubernetes check, or it names no cluster")
@@ -140,7 +154,15 @@ impl Clusters {
             Mode::Wait(timeout) => {
                 let mut last = Outcome {
                     passed: false,
+                    terminal: false,
                     detail: "no answer from the cluster yet".into(),
+                };
+                let note = |o: &Outcome| {
+                    if let Some(p) = progress
+                        && let Ok(mut p) = p.lock()
+                    {
+                        p.clone_from(&o.detail);
+                    }
                 };
                 let run = async {
                     loop {
@@ -155,13 +177,18 @@ impl Clusters {
                                 )
                                 .await
                                 {
-                                    Ok(o) if o.passed => return o,
-                                    Ok(o) => last = o,
+                                    Ok(o) if o.passed || o.terminal => return o,
+                                    Ok(o) => {
+                                        note(&o);
+                                        last = o
+                                    }
                                     Err(e) => {
                                         last = Outcome {
                                             passed: false,
+                                            terminal: false,
                                             detail: format!("{e:#}"),
-                                        }
+                                        };
+                                        note(&last);
                                     }
                                 }
                                 let ar = watched_resource(check);
@@ -191,8 +218,10 @@ impl Clusters {
                             Err(e) => {
                                 last = Outcome {
                                     passed: false,
+                                    terminal: false,
                                     detail: format!("{e:#}"),
                                 };
+                                note(&last);
                                 tokio::time::sleep(Duration::from_millis(500)).await;
                             }
                         }
@@ -202,6 +231,7 @@ impl Clusters {
                     Ok(o) => Ok(o),
                     Err(_) => Ok(Outcome {
                         passed: false,
+                        terminal: false,
                         detail: format!(
                             "timed out after {}: {}",
                             humantime::format_duration(timeout),

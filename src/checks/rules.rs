@@ -15,12 +15,22 @@ use crate::spec::phase::ActionSpec;
 fn pass(detail: impl Into<String>) -> Outcome {
     Outcome {
         passed: true,
+        terminal: false,
         detail: detail.into(),
     }
 }
 fn wait(detail: impl Into<String>) -> Outcome {
     Outcome {
         passed: false,
+        terminal: false,
+        detail: detail.into(),
+    }
+}
+/// Not passed, and it will not pass by itself: the wait ends now, naming the object and the fix.
+fn stuck(detail: impl Into<String>) -> Outcome {
+    Outcome {
+        passed: false,
+        terminal: true,
         detail: detail.into(),
     }
 }
@@ -140,7 +150,10 @@ pub fn deployment_rule(d: &Deployment) -> Outcome {
             c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
         })
     }) {
-        return wait(format!("deploy/{name}: exceeded its progress deadline"));
+        let ns = d.metadata.namespace.clone().unwrap_or_default();
+        return stuck(format!(
+            "deploy/{name}: exceeded its progress deadline (Progressing=False, ProgressDeadlineExceeded): it will not finish by itself. See `kubectl -n {ns} describe deployment {name}` and its pods' events; fix the cause (or `kubectl -n {ns} rollout undo deployment/{name}`), then resume"
+        ));
     }
     let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let updated = s.updated_replicas.unwrap_or(0);
@@ -234,10 +247,41 @@ pub fn condition_rule(obj: &Value, kind: &str, cond_type: &str, want: &str) -> O
                 ));
             }
             if status == want {
-                pass(detail)
-            } else {
-                wait(detail)
+                return pass(detail);
             }
+            // Flux's own word that it gave up: Stalled=True (kstatus) is not retried without a change.
+            if let Some(st) = obj["status"]["conditions"].as_array().and_then(|cs| {
+                cs.iter()
+                    .find(|c| c["type"] == "Stalled" && c["status"] == "True")
+            }) {
+                return stuck(format!(
+                    "{who} is Stalled ({}): {}. It will not recover by itself: fix the cause in Git or the cluster, then `flux reconcile {} {} -n {}`",
+                    st["reason"].as_str().unwrap_or(""),
+                    st["message"].as_str().unwrap_or(""),
+                    kind.to_lowercase(),
+                    obj["metadata"]["name"].as_str().unwrap_or(""),
+                    obj["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or("flux-system"),
+                ));
+            }
+            // A Helm release left in pending-install/upgrade/rollback blocks every later action.
+            if c["message"].as_str().is_some_and(|m| {
+                m.contains("another operation (install/upgrade/rollback) is in progress")
+            }) {
+                let release = obj["spec"]["releaseName"]
+                    .as_str()
+                    .or(obj["metadata"]["name"].as_str())
+                    .unwrap_or("");
+                let target = obj["spec"]["targetNamespace"]
+                    .as_str()
+                    .or(obj["metadata"]["namespace"].as_str())
+                    .unwrap_or("");
+                return stuck(format!(
+                    "{detail}. The Helm release {target}/{release} is stuck in a pending state and nothing retries past it: find the last deployed revision with `helm history {release} -n {target}`, `helm rollback {release} <revision> -n {target}`, then resume"
+                ));
+            }
+            wait(detail)
         }
     }
 }

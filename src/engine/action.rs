@@ -34,6 +34,17 @@ pub struct Ctx<'a> {
     pub id: &'a str,
     /// Where output lines go as events (the step's action only).
     pub events: Option<tokio::sync::mpsc::UnboundedSender<crate::report::Event>>,
+    /// What the unit is doing or waiting for right now (read by its heartbeat).
+    pub progress: Option<std::sync::Arc<std::sync::Mutex<String>>>,
+}
+
+/// Say what the unit is doing now, for its heartbeat.
+fn note(ctx: &Ctx<'_>, text: String) {
+    if let Some(p) = &ctx.progress
+        && let Ok(mut p) = p.lock()
+    {
+        *p = text;
+    }
 }
 
 fn from_finished(f: &Finished) -> Said {
@@ -180,7 +191,7 @@ pub async fn until(a: &ActionSpec, ctx: &Ctx<'_>, timeout: Duration, label: &str
         let mode = checks::Mode::Wait(timeout);
         let mut cancel = ctx.cancel.clone();
         let said = tokio::select! {
-            r = ctx.clusters.evaluate(a, mode) => match r {
+            r = ctx.clusters.evaluate_progress(a, mode, ctx.progress.as_deref()) => match r {
                 Ok(o) => Said { passed: o.passed, detail: o.detail, exit_code: None, output: Vec::new(), interrupted: false },
                 Err(e) => Said { passed: false, detail: format!("{e:#}"), exit_code: None, output: Vec::new(), interrupted: false },
             },
@@ -213,6 +224,11 @@ pub async fn interrupted(cancel: &mut Cancel) {
 }
 
 async fn run_program(program: Program, ctx: &Ctx<'_>, timeout: Duration, label: &str) -> Finished {
+    let shown = match &program {
+        Program::Argv(a) => a.join(" "),
+        Program::Shell(s) => format!("sh -c {}", crate::report::first_line(s)),
+    };
+    note(ctx, format!("{label}: {shown}"));
     let spec = exec::Spec {
         program,
         env: ctx.env.clone(),

@@ -518,7 +518,24 @@ pub fn unlock_command(g: &Global, a: &UnlockArgs) -> Result<Exit> {
         Some(h) if !a.force => {
             Err(ExitError::new(Exit::Locked, format!("the state is locked by {h}, which is still running; stop it, or use --force to break the lock")).into())
         }
+        Some(h) if h.host == crate::state::hostname() && crate::state::pid_alive(h.pid) => {
+            // Removing the lock file would let a second run lock a new file beside a live writer.
+            if a.pid != Some(h.pid) {
+                return Err(ExitError::new(Exit::Locked, format!("the state is locked by {h}, which is alive on this host; `--force` will not break a live lock. To take over from it, run `bootstrap unlock --force --pid {}`: it is asked to stop (SIGTERM) and the lock is released when it has", h.pid)).into());
+            }
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(h.pid as i32), nix::sys::signal::Signal::SIGTERM);
+            let t = std::time::Instant::now();
+            while Lock::holder(&state_dir).is_some() {
+                if t.elapsed() > std::time::Duration::from_secs(60) {
+                    return Err(ExitError::new(Exit::Locked, format!("sent SIGTERM to pid {}, but it still holds the lock after 60 s", h.pid)).into());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            eprintln!("pid {} stopped and released the lock; `bootstrap resume` continues its run", h.pid);
+            Ok(Exit::Ok)
+        }
         Some(h) => {
+            // Held from another host (a shared directory): its liveness cannot be checked here.
             let _ = std::fs::remove_file(state_dir.join("lock"));
             let _ = Lock::clear(&state_dir);
             eprintln!("broke the lock held by {h}");
@@ -584,6 +601,7 @@ pub fn probe(ws: &Workspace, view: &mut DryRun) -> Result<()> {
                     cancel: crate::exec::Cancel::never(),
                     id: &s.id,
                     events: None,
+                    progress: None,
                 };
                 let said =
                     action::once(check, &ctx, std::time::Duration::from_secs(30), "probe").await;

@@ -7,6 +7,7 @@
 
 mod action;
 mod commands;
+pub mod signals;
 mod unit;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -203,6 +204,52 @@ pub async fn execute(
 ) -> Result<Exit> {
     let started = Instant::now();
     let run_id = new_run_id();
+    // Signals (INT, TERM, HUP): the first stops new work and interrupts running steps; the second
+    // kills at once. `waits` also fires when a step fails: read-only work stops at once then.
+    let (cancel_tx, cancel_rx) = watch::channel(0u8);
+    let cancel = Cancel(cancel_rx);
+    let (waits_tx, waits_rx) = watch::channel(0u8);
+    let waits = Cancel(waits_rx);
+    let first_signal = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
+    let signal_task = {
+        let waits_tx = waits_tx.clone();
+        let first_signal = first_signal.clone();
+        use tokio::signal::unix::{SignalKind, signal};
+        let streams = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        );
+        // `main` blocked these signals before anything else ran; now that they have handlers,
+        // deliver any that came meanwhile (a Ctrl-C at start-up is an interruption, not a kill).
+        crate::engine::signals::unblock();
+        tokio::spawn(async move {
+            let (Ok(mut int), Ok(mut term), Ok(mut hup)) = streams else {
+                return;
+            };
+            let mut n = 0u8;
+            loop {
+                let (num, name) = tokio::select! {
+                    _ = int.recv() => (2, "interrupt"),
+                    _ = term.recv() => (15, "SIGTERM"),
+                    _ = hup.recv() => (1, "SIGHUP"),
+                };
+                n = n.saturating_add(1);
+                let _ = first_signal.compare_exchange(
+                    0,
+                    num,
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                );
+                let _ = waits_tx.send(n);
+                let _ = cancel_tx.send(n);
+                if n == 1 {
+                    eprintln!("\n{name}: stopping running steps (again to kill at once)");
+                }
+            }
+        })
+    };
+
     let lock = match Lock::acquire(&ws.state_dir, &run_id) {
         Ok(l) => l,
         Err(LockError::Held(h)) => {
@@ -211,7 +258,12 @@ pub async fn execute(
                 .unwrap_or_else(|| "another process".into());
             return Err(ExitError::new(Exit::Locked, format!("the state in {} is locked by {who}; wait for that run, or run `bootstrap unlock` if it is gone", ws.state_dir.display())).into());
         }
-        Err(LockError::Io(e)) => return Err(e.into()),
+        Err(LockError::Io(e)) => {
+            return Err(color_eyre::eyre::eyre!(
+                "cannot lock the state directory {}: {e}",
+                ws.state_dir.display()
+            ));
+        }
     };
     if let Some(prev) = &lock.took_over {
         eprintln!("note: took over a stale lock left by {prev}");
@@ -272,48 +324,6 @@ pub async fn execute(
     let kubeconfig = PathBuf::from(env.get("KUBECONFIG").cloned().unwrap_or_default());
     let clusters = std::sync::Arc::new(Clusters::new(&ws.spec.plan, kubeconfig));
     let redactor = Redactor::new();
-
-    // Signals (INT, TERM, HUP): the first stops new work and interrupts running steps; the second
-    // kills at once. `waits` also fires when a step fails: read-only work stops at once then.
-    let (cancel_tx, cancel_rx) = watch::channel(0u8);
-    let cancel = Cancel(cancel_rx);
-    let (waits_tx, waits_rx) = watch::channel(0u8);
-    let waits = Cancel(waits_rx);
-    let first_signal = std::sync::Arc::new(std::sync::atomic::AtomicI32::new(0));
-    let signal_task = {
-        let waits_tx = waits_tx.clone();
-        let first_signal = first_signal.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-                signal(SignalKind::hangup()),
-            ) else {
-                return;
-            };
-            let mut n = 0u8;
-            loop {
-                let (num, name) = tokio::select! {
-                    _ = int.recv() => (2, "interrupt"),
-                    _ = term.recv() => (15, "SIGTERM"),
-                    _ = hup.recv() => (1, "SIGHUP"),
-                };
-                n = n.saturating_add(1);
-                let _ = first_signal.compare_exchange(
-                    0,
-                    num,
-                    std::sync::atomic::Ordering::SeqCst,
-                    std::sync::atomic::Ordering::SeqCst,
-                );
-                let _ = waits_tx.send(n);
-                let _ = cancel_tx.send(n);
-                if n == 1 {
-                    eprintln!("\n{name}: stopping running steps (again to kill at once)");
-                }
-            }
-        })
-    };
 
     // Dependencies within the selection.
     let in_sel: HashSet<usize> = sel.order.iter().copied().collect();
@@ -509,6 +519,7 @@ pub async fn execute(
                 forced: forced.contains(&i) && on_change == crate::spec::phase::OnChange::Run,
                 was_interrupted,
                 waits: waits.clone(),
+                progress: Default::default(),
                 env: env.clone(),
                 redactor: redactor.clone(),
                 clusters: clusters.clone(),

@@ -30,6 +30,8 @@ pub(crate) struct UnitCtx {
     /// Cancels read-only work (checks, verifies, waits, gate items): fired when the run stops,
     /// whether by a signal or by a failed step.
     pub waits: Cancel,
+    /// What the unit is doing or waiting for now, for its heartbeat.
+    pub progress: Arc<std::sync::Mutex<String>>,
     pub env: BTreeMap<String, String>,
     pub redactor: Redactor,
     pub clusters: Arc<Clusters>,
@@ -39,12 +41,41 @@ pub(crate) struct UnitCtx {
     pub events: UnboundedSender<Event>,
 }
 
+/// How often a long unit says what it is waiting for (`BOOTSTRAP_HEARTBEAT_SECS`, default 30 s):
+/// CI systems kill jobs that print nothing for 10 minutes, and a person wants to know.
+fn heartbeat_every() -> Duration {
+    std::env::var("BOOTSTRAP_HEARTBEAT_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map_or(Duration::from_secs(30), Duration::from_secs_f64)
+}
+
 pub(crate) async fn run_unit(c: UnitCtx) {
     let started = Instant::now();
+    let heartbeat = {
+        let (progress, events, redactor) =
+            (c.progress.clone(), c.events.clone(), c.redactor.clone());
+        let id = c.ws_work.id().to_string();
+        let every = heartbeat_every();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            loop {
+                tick.tick().await;
+                let waiting_for = progress.lock().map(|p| p.clone()).unwrap_or_default();
+                let _ = events.send(Event::Heartbeat {
+                    id: id.clone(),
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                    waiting_for: redactor.redact(&waiting_for),
+                });
+            }
+        })
+    };
     let result = match &c.ws_work {
         Work::Step(u) => run_step(&c, u).await,
         Work::Gate(g) => run_gate(&c, g).await,
     };
+    heartbeat.abort();
     let (outcome, attempts, exit_code, detail, tail) = result;
     let (outcome, not_started) = match outcome {
         Some(o) => (o, false),
@@ -221,6 +252,7 @@ async fn run_step(c: &UnitCtx, u: &Unit) -> Ended {
         cancel: cancel.clone(),
         id: &u.id,
         events: events.then(|| c.events.clone()),
+        progress: Some(c.progress.clone()),
     };
     let mut attempt = 0;
     loop {
@@ -391,6 +423,7 @@ async fn run_gate(c: &UnitCtx, g: &crate::dag::Gate) -> Ended {
                 cancel: c.waits.clone(),
                 id: &item.id,
                 events: None,
+                progress: Some(c.progress.clone()),
             };
             let said = action::until(&item.check, &ctx, item.timeout, "gate item").await;
             let _ = c.events.send(Event::GateItem {

@@ -128,6 +128,13 @@ impl Reporter for Bars {
                 });
                 self.running.insert(id.clone(), pb);
             }
+            Event::Heartbeat {
+                id, waiting_for, ..
+            } => {
+                if let Some(pb) = self.running.get(id) {
+                    pb.set_message(format!("{id}: {}", first_line(waiting_for)));
+                }
+            }
             Event::StepSkipped { id, reason } => {
                 self.overall.inc(1);
                 if !quiet {

@@ -212,7 +212,7 @@ impl MarkdownReport {
 
 impl Reporter for MarkdownReport {
     fn event(&mut self, e: &Event) {
-        if matches!(e, Event::Output { .. } | Event::StillRunning { .. }) {
+        if matches!(e, Event::Output { .. } | Event::Heartbeat { .. }) {
             return;
         }
         self.tally.add(e);

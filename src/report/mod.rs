@@ -5,7 +5,6 @@
 
 mod bars;
 pub mod confirm;
-pub mod heartbeat;
 pub mod junit;
 mod markdown;
 pub mod summary;
@@ -16,7 +15,6 @@ use std::sync::Mutex;
 use serde::Serialize;
 
 pub use bars::Bars;
-pub use heartbeat::Heartbeat;
 pub use junit::JunitReport;
 pub use markdown::MarkdownReport;
 pub use summary::Tally;
@@ -71,6 +69,12 @@ pub enum Event {
         log: String,
         detail: String,
     },
+    /// A long step is still at work (every 30 s by default): what it is waiting for, and for how long.
+    Heartbeat {
+        id: String,
+        elapsed_ms: u64,
+        waiting_for: String,
+    },
     /// A confirm step could not be confirmed (no terminal and no --yes): the run stops before it.
     ConfirmationRequired {
         id: String,
@@ -86,11 +90,6 @@ pub enum Event {
     NothingToDo {
         steps: usize,
         last_run: Option<String>,
-    },
-    /// A step has been running for a while (the heartbeat, for logs that must not go silent).
-    StillRunning {
-        id: String,
-        elapsed_ms: u64,
     },
     GateItem {
         phase: String,
@@ -209,6 +208,15 @@ impl Reporter for Plain {
         let line = match e {
             Event::RunStarted { .. } => summary::header(e),
             Event::PhaseStarted { phase } => Some(format!("phase {phase}")),
+            Event::Heartbeat {
+                id,
+                elapsed_ms,
+                waiting_for,
+            } => Some(format!(
+                "still  {id} ({}): {}",
+                humantime::format_duration(std::time::Duration::from_secs(elapsed_ms / 1000)),
+                first_line(waiting_for)
+            )),
             Event::StepStarted { id, attempt, .. } => Some(if *attempt > 1 {
                 format!("start  {id} (attempt {attempt})")
             } else {
@@ -268,10 +276,6 @@ impl Reporter for Plain {
                 "confirm {} step(s): {}",
                 steps.len(),
                 if *approved { "approved" } else { "declined" }
-            )),
-            Event::StillRunning { id, elapsed_ms } => Some(format!(
-                "still  {id}: running for {}",
-                summary::duration(*elapsed_ms)
             )),
             Event::NothingToDo { steps, .. } => Some(format!("nothing to do: {steps} steps done")),
             Event::RunFinished { .. } => summary::line(e, &current_tally()),

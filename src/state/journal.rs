@@ -29,6 +29,13 @@ impl FileStore {
     }
 
     fn open(&mut self) -> Result<&mut File> {
+        let path = self.path.clone();
+        self.open_inner().map_err(|e| {
+            color_eyre::eyre::eyre!("cannot write the journal {}: {e:#}", path.display())
+        })
+    }
+
+    fn open_inner(&mut self) -> Result<&mut File> {
         if self.file.is_none() {
             let dir = self.path.parent().unwrap_or(Path::new("."));
             ensure_private_dir(dir)?;
@@ -40,10 +47,10 @@ impl FileStore {
             if !existed {
                 // Make the new directory entry durable too.
                 File::open(dir)?.sync_all()?;
-            } else if ends_torn(&self.path)? {
-                // A kill -9 mid-write left a partial last line: end it, so the next record starts
-                // on a line of its own instead of being glued to the fragment and lost.
-                (&f).write_all(b"\n")?;
+            } else if let Some(end) = torn_at(&self.path)? {
+                // A kill -9 mid-write left a partial last record, never acknowledged: cut it off,
+                // so the next record starts on a line of its own and no fragment stays behind.
+                f.set_len(end)?;
                 f.sync_data()?;
             }
             self.file = Some(f);
@@ -52,25 +59,27 @@ impl FileStore {
     }
 }
 
-/// Does the file end without a newline (a torn last record)?
-fn ends_torn(path: &Path) -> Result<bool> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = File::open(path)?;
-    let len = f.metadata()?.len();
-    if len == 0 {
-        return Ok(false);
+/// Where a torn last record starts (the file does not end with a newline), if there is one.
+fn torn_at(path: &Path) -> Result<Option<u64>> {
+    let text = std::fs::read(path)?;
+    if text.is_empty() || text.ends_with(b"\n") {
+        return Ok(None);
     }
-    f.seek(SeekFrom::Start(len - 1))?;
-    let mut last = [0u8; 1];
-    f.read_exact(&mut last)?;
-    Ok(last[0] != b'\n')
+    Ok(Some(
+        text.iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i as u64 + 1),
+    ))
 }
 
 /// Create a directory (and parents) with mode 0700, and tighten an existing one.
 pub fn ensure_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| {
+            color_eyre::eyre::eyre!("cannot create the state directory {}: {e}", dir.display())
+        })?;
     Ok(())
 }
 
@@ -78,9 +87,13 @@ impl Store for FileStore {
     fn append(&mut self, rec: &Record) -> Result<()> {
         let mut line = serde_json::to_vec(rec)?;
         line.push(b'\n');
+        let path = self.path.clone();
         let f = self.open()?;
-        f.write_all(&line)?;
-        f.sync_data()?;
+        f.write_all(&line)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| {
+                color_eyre::eyre::eyre!("cannot write the journal {}: {e}", path.display())
+            })?;
         Ok(())
     }
 
@@ -89,15 +102,29 @@ impl Store for FileStore {
         let text = match std::fs::read(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(state),
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                return Err(color_eyre::eyre::eyre!(
+                    "cannot read the journal {}: {e}",
+                    self.path.display()
+                ));
+            }
         };
-        for line in text.split(|b| *b == b'\n') {
+        let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+        let last = lines.iter().rposition(|l| !l.is_empty()).unwrap_or(0);
+        for (i, line) in lines.iter().enumerate() {
             if line.is_empty() {
                 continue;
             }
-            // A torn last line (the process died mid-write) is not a record.
-            if let Ok(rec) = serde_json::from_slice::<Record>(line) {
-                state.apply(&rec);
+            match serde_json::from_slice::<Record>(line) {
+                Ok(rec) => state.apply(&rec),
+                // A torn last line (the process died mid-write) is not a record, and says nothing.
+                Err(_) if i == last => {}
+                // Anything else in the middle was damaged or written by someone else: say so.
+                Err(e) => eprintln!(
+                    "warning: {}:{}: not a journal record, skipped ({e})",
+                    self.path.display(),
+                    i + 1
+                ),
             }
         }
         Ok(state)

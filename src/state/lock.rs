@@ -42,6 +42,16 @@ pub struct Lock {
     pub took_over: Option<Holder>,
 }
 
+/// Is a process with this pid alive on this host (and not a zombie)?
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok(),
+    }
+}
+
 pub fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use journal::FileStore;
-pub use lock::{Holder, Lock, LockError, hostname};
+pub use lock::{Holder, Lock, LockError, hostname, pid_alive};
 
 /// How a step (or gate) ended.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

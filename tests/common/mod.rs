@@ -4,8 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The binary under test (`BOOTSTRAP_TEST_BIN` overrides it, so a long harness run can use a
+/// copy while the tree is rebuilt).
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_bootstrap"))
+    std::env::var_os("BOOTSTRAP_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_bootstrap")))
 }
 
 /// Run `bootstrap` with args in the crate root, with a private state dir.

@@ -131,6 +131,8 @@ impl Sim {
                     .to_string();
                 let name = w["metadata"]["name"].as_str().unwrap_or("").to_string();
                 let key = format!("{kind}/{ns}/{name}");
+                let pace = self.pace().as_secs_f64();
+                let speed = self.topo.speed.max(0.01);
                 let generation = w["metadata"]["generation"].as_i64().unwrap_or(1);
                 // A workload already rolled out for its generation (in an earlier run) stays so.
                 let settled = workload_ready(&w);
@@ -157,8 +159,7 @@ impl Sim {
                 };
                 let can_run = node_count > 0 && (host_network || cni_ready);
                 let mut ready = if can_run {
-                    ((entry.1.elapsed().as_secs_f64() / self.pace().as_secs_f64()) as i64)
-                        .min(desired)
+                    ((entry.1.elapsed().as_secs_f64() / pace) as i64).min(desired)
                 } else {
                     0
                 };
@@ -181,9 +182,28 @@ impl Sim {
                            "numberReady": ready, "numberAvailable": ready, "numberUnavailable": desired - ready, "numberMisscheduled": 0})
                 } else {
                     let avail = if ready >= desired { "True" } else { "False" };
+                    // A Deployment that makes no progress for spec.progressDeadlineSeconds (600 by
+                    // default) gets Progressing=False, ProgressDeadlineExceeded; the lab runs time
+                    // about 100 times faster (a pod in 0.15 s), so the deadline is scaled alike.
+                    let deadline = w["spec"]["progressDeadlineSeconds"]
+                        .as_f64()
+                        .unwrap_or(600.0)
+                        * POD_SECONDS
+                        / 15.0
+                        / speed;
+                    let progressing = if kind == "Deployment"
+                        && ready < desired
+                        && entry.1.elapsed().as_secs_f64() > deadline
+                    {
+                        json!({"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": format!("ReplicaSet \"{name}-{generation}\" has timed out progressing.")})
+                    } else if ready < desired {
+                        json!({"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated", "message": format!("ReplicaSet \"{name}-{generation}\" is progressing.")})
+                    } else {
+                        json!({"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable", "message": format!("ReplicaSet \"{name}-{generation}\" has successfully progressed.")})
+                    };
                     let mut s = json!({"observedGeneration": generation, "replicas": desired, "updatedReplicas": desired, "readyReplicas": ready, "availableReplicas": ready,
                            "conditions": [{"type": "Available", "status": avail, "reason": if avail == "True" { "MinimumReplicasAvailable" } else { "MinimumReplicasUnavailable" }},
-                                          {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]});
+                                          progressing]});
                     if kind == "StatefulSet" {
                         s["currentReplicas"] = json!(ready);
                         s["currentRevision"] = json!(format!("{name}-{generation}"));

@@ -34,8 +34,28 @@ pub fn dispatch_by_argv0() -> Option<ExitCode> {
     Some(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
-/// Run one stand-in with its arguments (argv without the tool name); returns the exit code.
+/// Run one stand-in with its arguments (argv without the tool name); returns the exit code. Every
+/// finished call is appended to the lab's call log (`calls.jsonl`), so rehearsals and the crash
+/// harness can count what really happened (an irreversible action that succeeded twice, say).
 pub fn run_tool(name: &str, args: &[String]) -> i32 {
+    let code = run_tool_inner(name, args);
+    if let Ok((dir, _)) = common::lab() {
+        let line = serde_json::json!({"tool": name, "args": args, "exit": code, "pid": std::process::id()});
+        let mut text = line.to_string();
+        text.push('\n');
+        // One write with O_APPEND: concurrent stand-ins never interleave within a line.
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.root().join("calls.jsonl"))
+        {
+            let _ = std::io::Write::write_all(&mut f, text.as_bytes());
+        }
+    }
+    code
+}
+
+fn run_tool_inner(name: &str, args: &[String]) -> i32 {
     match name {
         "talosctl" => talosctl::main(args),
         "helm" => helm::main(args),
