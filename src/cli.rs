@@ -230,6 +230,9 @@ pub struct RunArgs {
     /// Also write the run as JUnit XML (each phase a test suite, each step and gate item a case).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Do not check before the first action that every tool the steps need is on PATH.
+    #[arg(long)]
+    pub skip_preflight: bool,
 }
 
 #[derive(Debug, Args)]
@@ -246,6 +249,9 @@ pub struct ResumeArgs {
     /// Also write the run as JUnit XML (each phase a test suite, each step and gate item a case).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Do not check before the first action that every tool the steps need is on PATH.
+    #[arg(long)]
+    pub skip_preflight: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -400,6 +400,12 @@ fn a_text_plan_saved_with_out_does_not_suggest_from_plan() {
         "{}",
         all(&out)
     );
+    // The text view repeats its summary at the bottom.
+    assert!(
+        last_nonempty(&ws.read("p.txt")).starts_with("Plan: 2 steps and 1 gates selected"),
+        "{}",
+        ws.read("p.txt")
+    );
     let out = ws.run(&["plan", "--format", "json", "--out", "p.json"]);
     assert!(
         text(&out.stderr).contains("--from-plan p.json"),
@@ -768,4 +774,39 @@ fn lab_reset_says_that_recorded_outcomes_are_kept() {
     let s = all(&out);
     assert!(s.contains("recorded outcomes"), "{s}");
     assert!(s.contains("bootstrap reset --all"), "{s}");
+}
+
+#[test]
+fn preflight_refuses_a_missing_tool_before_anything_runs() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: first
+    run: { cmd: [touch, "{W}/marks/first"] }
+  - id: second
+    needs: [first]
+    run: { cmd: [no-such-tool-xyz, apply] }
+"#,
+    );
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", all(&out));
+    assert!(
+        text(&out.stderr).contains("\"no-such-tool-xyz\" is not on PATH"),
+        "{}",
+        all(&out)
+    );
+    assert!(
+        !ws.root.join("marks/first").exists(),
+        "a step ran before the preflight"
+    );
+    assert!(
+        !ws.root.join("state/journal.jsonl").exists(),
+        "a run was recorded"
+    );
+    let out = ws.run(&["run", "--skip-preflight"]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(ws.root.join("marks/first").exists());
 }

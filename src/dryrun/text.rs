@@ -36,8 +36,7 @@ pub fn render(v: &DryRun, color: bool) -> String {
             ""
         }
     );
-    let _ = writeln!(
-        o,
+    let counts = format!(
         "{} steps and {} gates selected ({} prerequisites): {} to run, {} done, {} changed, {} failed, {} interrupted, {} never run",
         s.steps,
         s.gates,
@@ -49,6 +48,7 @@ pub fn render(v: &DryRun, color: bool) -> String {
         s.interrupted,
         s.never_run
     );
+    let _ = writeln!(o, "{counts}");
     let mut current_phase = String::new();
     for st in &v.steps {
         if st.phase != current_phase {
@@ -157,5 +157,7 @@ pub fn render(v: &DryRun, color: bool) -> String {
     for (i, w) in v.waves.iter().enumerate() {
         let _ = writeln!(o, "  {:>3}: {}", i + 1, w.join(", "));
     }
+    // Repeated at the bottom, where a long plan ends (Terraform's "Plan: 1 to add, …").
+    let _ = writeln!(o, "\n{} {counts}", paint(color, "1", "Plan:"));
     o
 }

@@ -30,6 +30,9 @@ pub fn run_command(g: &Global, a: &RunArgs) -> Result<Exit> {
     if !a.refresh && nothing_to_do(&ws, &sel, g)? {
         return Ok(Exit::Ok);
     }
+    if !a.skip_preflight {
+        preflight(&ws, &sel)?;
+    }
     attach_junit(&ws, a.junit.as_deref());
     let opts = RunOptions {
         phases,
@@ -41,6 +44,16 @@ pub fn run_command(g: &Global, a: &RunArgs) -> Result<Exit> {
         refresh: a.refresh,
     };
     runtime()?.block_on(execute(&ws, &sel, g, &opts))
+}
+
+/// Before the first action: the tools the selection runs are on PATH (`--skip-preflight` skips it).
+fn preflight(ws: &Workspace, sel: &crate::dag::Selection) -> Result<()> {
+    let problems = crate::lint::preflight(&ws.spec, &ws.dag, &sel.order);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::error::UserErrors(problems).into())
+    }
 }
 
 /// `--junit FILE`: a JUnit reporter beside the chosen one.
@@ -182,6 +195,9 @@ pub fn resume_command(g: &Global, a: &ResumeArgs) -> Result<Exit> {
     let sel = ws.dag.select(&last.phases, &last.steps)?;
     if nothing_to_do(&ws, &sel, g)? {
         return Ok(Exit::Ok);
+    }
+    if !a.skip_preflight {
+        preflight(&ws, &sel)?;
     }
     attach_junit(&ws, a.junit.as_deref());
     let opts = RunOptions {

@@ -276,6 +276,15 @@ pub fn lint_command(g: &Global, a: &LintArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
+/// The preflight of `run` and `resume`: every tool the steps about to run need is on PATH (what
+/// `lint --tools` checks), before the first action. `--skip-preflight` skips it.
+pub fn preflight(spec: &crate::spec::load::Spec, dag: &Dag, order: &[usize]) -> Vec<UserError> {
+    files::tool_findings(spec, dag, order)
+        .into_iter()
+        .map(|e| e.help("install it or add its directory to PATH; `--skip-preflight` runs anyway"))
+        .collect()
+}
+
 /// The `--online` findings alone, masked (for `plan --probe`, which shows them as warnings).
 pub fn online_findings(
     spec: &crate::spec::load::Spec,
