@@ -810,3 +810,25 @@ steps:
     assert_eq!(out.status.code(), Some(1), "{}", all(&out));
     assert!(ws.root.join("marks/first").exists());
 }
+
+#[test]
+fn plan_shows_what_changed_in_a_step_since_it_ran_as_a_diff() {
+    let ws = Ws::new(ws::ONE_CLUSTER, GREEN);
+    assert_eq!(ws.run(&["run"]).status.code(), Some(0));
+    ws.phase(&GREEN.replace("hello a", "hello again"));
+    let out = ws.run(&["plan"]);
+    let s = text(&out.stdout);
+    assert!(s.contains("changed since it ran:"), "{s}");
+    assert!(
+        s.contains(r#"~ run.cmd.1: "hello a" -> "hello again""#),
+        "{s}"
+    );
+    let v: Value = serde_json::from_slice(&ws.run(&["plan", "--output", "json"]).stdout).unwrap();
+    let a = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "a")
+        .unwrap();
+    assert_eq!(a["changes"][0]["field"], "run.cmd.1", "{a}");
+}

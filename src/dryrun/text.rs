@@ -96,6 +96,16 @@ pub fn render(v: &DryRun, color: bool) -> String {
         if !st.description.is_empty() {
             let _ = writeln!(o, "      {}", st.description);
         }
+        if !st.changes.is_empty() {
+            let _ = writeln!(o, "      changed since it ran:");
+            for c in &st.changes {
+                let _ = writeln!(
+                    o,
+                    "        {}",
+                    paint(color, "33", &crate::state::definitions::render(c))
+                );
+            }
+        }
         let mut place = Vec::new();
         if let Some(c) = &st.cluster {
             place.push(format!("cluster {c}"));

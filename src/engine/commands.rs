@@ -33,6 +33,8 @@ pub fn run_command(g: &Global, a: &RunArgs) -> Result<Exit> {
     if !a.skip_preflight {
         preflight(&ws, &sel)?;
     }
+    // What this run runs, kept by fingerprint, for `plan` to diff against later.
+    crate::state::definitions::save(&ws.state_dir, sel.order.iter().map(|&i| &ws.dag.work[i]))?;
     attach_junit(&ws, a.junit.as_deref());
     let opts = RunOptions {
         phases,
@@ -199,6 +201,8 @@ pub fn resume_command(g: &Global, a: &ResumeArgs) -> Result<Exit> {
     if !a.skip_preflight {
         preflight(&ws, &sel)?;
     }
+    // What this run runs, kept by fingerprint, for `plan` to diff against later.
+    crate::state::definitions::save(&ws.state_dir, sel.order.iter().map(|&i| &ws.dag.work[i]))?;
     attach_junit(&ws, a.junit.as_deref());
     let opts = RunOptions {
         phases: last.phases,
