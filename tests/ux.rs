@@ -256,45 +256,75 @@ fn ci_false_is_not_ci() {
     );
 }
 
-#[test]
-#[ignore = "needs the dispatcher to ask once before anything runs (report::confirm::ask)"]
-fn one_confirmation_prompt_for_the_whole_run_answered_yes() {
-    let ws = Ws::new(
-        ws::ONE_CLUSTER,
-        r#"
-id: p
-title: P
-steps:
-  - id: first
-    confirm: true
-    run: { cmd: [touch, "{W}/marks/first"] }
-  - id: second
-    needs: [first]
-    confirm: true
-    run: { cmd: [touch, "{W}/marks/second"] }
-"#,
-    );
+/// Run `bootstrap run` on a pseudo-terminal and type `answer` once the prompt had time to appear.
+fn run_on_pty_answering(ws: &Ws, answer: &str) -> (Option<i32>, String) {
     let out = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "(sleep 2; printf 'y\\n'; sleep 3) | script -qec '{} --plan {} --phases {} --state-dir {} run' /dev/null",
+            "(sleep 2; printf '{answer}'; sleep 4) | script -qec '{} --plan {} --phases {} --state-dir {} run' /dev/null",
             common::bin().display(),
             ws.root.join("plan.yaml").display(),
             ws.root.join("phases").display(),
             ws.root.join("state").display()
         ))
         .env_remove("CI")
+        .env_remove("NO_COLOR")
         .env("TERM", "xterm")
+        .current_dir(&ws.root)
         .output()
         .unwrap();
-    let s = format!("{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(
-        s.matches("Do you want to run these steps?").count(),
-        1,
-        "{s}"
-    );
-    assert!(s.contains("first") && s.contains("second"), "{s}");
+    (
+        out.status.code(),
+        format!("{}{}", text(&out.stdout), text(&out.stderr)),
+    )
+}
+
+const TWO_CONFIRMS: &str = r#"
+id: p
+title: P
+steps:
+  - id: first
+    description: Wipe the first disk
+    confirm: true
+    run: { cmd: [touch, "{W}/marks/first"] }
+  - id: second
+    needs: [first]
+    description: Wipe the second disk
+    confirm: true
+    run: { cmd: [touch, "{W}/marks/second"] }
+"#;
+
+#[test]
+fn one_confirmation_prompt_for_the_whole_run_answered_yes() {
+    let ws = Ws::new(ws::ONE_CLUSTER, TWO_CONFIRMS);
+    let (code, s) = run_on_pty_answering(&ws, "y");
+    assert_eq!(code, Some(0), "{s}");
+    // One question (dialoguer redraws its line with the answer once answered).
+    assert_eq!(s.matches("[y/N]").count(), 1, "{s}");
+    // Both steps, with their rendered commands, listed before the one question.
+    let asked = s.find("Do you want to run these steps?").unwrap();
+    for want in [
+        "first: Wipe the first disk",
+        "second: Wipe the second disk",
+        "marks/second",
+    ] {
+        let at = s
+            .find(want)
+            .unwrap_or_else(|| panic!("{want:?} not listed: {s}"));
+        assert!(at < asked, "{want:?} listed after the question: {s}");
+    }
+    assert!(ws.root.join("marks/first").exists(), "{s}");
     assert!(ws.root.join("marks/second").exists(), "{s}");
+    assert!(s.contains("Summary ["), "{s}");
+}
+
+#[test]
+fn a_declined_confirmation_runs_nothing() {
+    let ws = Ws::new(ws::ONE_CLUSTER, TWO_CONFIRMS);
+    let (code, s) = run_on_pty_answering(&ws, "n");
+    assert_eq!(code, Some(1), "{s}");
+    assert!(!ws.root.join("marks/first").exists(), "{s}");
+    assert!(!ws.root.join("state/journal.jsonl").exists(), "{s}");
 }
 
 // ---------------------------------------------------------------- bug 6: one --output json
