@@ -862,3 +862,25 @@ fn plan_shows_what_changed_in_a_step_since_it_ran_as_a_diff() {
         .unwrap();
     assert_eq!(a["changes"][0]["field"], "run.cmd.1", "{a}");
 }
+
+#[test]
+fn the_report_lists_every_selected_step_in_wave_order_with_the_fingerprints() {
+    let ws = Ws::new(ws::ONE_CLUSTER, MIXED);
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    let report = ws.read("state/last-run.md");
+    assert!(report.contains("- Plan fingerprint: `"), "{report}");
+    assert!(report.contains("- Phases fingerprint: `"), "{report}");
+    // Without --keep-going `after` and the gate never start; they are still rows.
+    let rows: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| l.split('`').nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        rows,
+        ["runs", "satisfied", "breaks", "after", "gate/p"],
+        "{report}"
+    );
+    assert!(report.contains("| `after` | not started |"), "{report}");
+}

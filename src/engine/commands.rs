@@ -36,6 +36,14 @@ pub fn run_command(g: &Global, a: &RunArgs) -> Result<Exit> {
     // What this run runs, kept by fingerprint, for `plan` to diff against later.
     crate::state::definitions::save(&ws.state_dir, sel.order.iter().map(|&i| &ws.dag.work[i]))?;
     attach_junit(&ws, a.junit.as_deref());
+    report_context(
+        &ws,
+        &sel,
+        &crate::cli::Selection {
+            phases: phases.clone(),
+            steps: steps.clone(),
+        },
+    );
     let Some(yes) = confirm_once(&ws, &sel, g, a.yes, a.refresh) else {
         return Ok(Exit::Failed);
     };
@@ -111,6 +119,16 @@ fn confirm_once(
         eprintln!("Nothing was run: the run needs these steps confirmed.");
         None
     }
+}
+
+/// The run report's context: fingerprints, and every selected unit in wave order.
+fn report_context(ws: &Workspace, sel: &crate::dag::Selection, args: &crate::cli::Selection) {
+    let view = crate::dryrun::build(ws, sel, args);
+    crate::report::set_context(crate::report::RunContext {
+        plan_fingerprint: view.basis.plan_fingerprint,
+        phases_fingerprint: view.basis.phases_fingerprint,
+        order: view.waves.into_iter().flatten().collect(),
+    });
 }
 
 /// `--junit FILE`: a JUnit reporter beside the chosen one.
@@ -259,6 +277,14 @@ pub fn resume_command(g: &Global, a: &ResumeArgs) -> Result<Exit> {
     // What this run runs, kept by fingerprint, for `plan` to diff against later.
     crate::state::definitions::save(&ws.state_dir, sel.order.iter().map(|&i| &ws.dag.work[i]))?;
     attach_junit(&ws, a.junit.as_deref());
+    report_context(
+        &ws,
+        &sel,
+        &crate::cli::Selection {
+            phases: last.phases.clone(),
+            steps: last.steps.clone(),
+        },
+    );
     let Some(yes) = confirm_once(&ws, &sel, g, a.yes, false) else {
         return Ok(Exit::Failed);
     };

@@ -10,6 +10,30 @@ use std::path::{Path, PathBuf};
 
 use super::{Event, Reporter};
 
+/// What a run was asked to do, known before it starts (set by `run` and `resume`): the plan's and
+/// phases' fingerprints, and every selected unit in wave order, so the report lists steps that
+/// never started too.
+#[derive(Debug, Clone, Default)]
+pub struct RunContext {
+    pub plan_fingerprint: String,
+    pub phases_fingerprint: String,
+    /// Unit ids in wave order.
+    pub order: Vec<String>,
+}
+
+static CONTEXT: std::sync::Mutex<Option<RunContext>> = std::sync::Mutex::new(None);
+
+/// Tell the next run's report what the run was asked to do.
+pub fn set_context(c: RunContext) {
+    if let Ok(mut g) = CONTEXT.lock() {
+        *g = Some(c);
+    }
+}
+
+fn context() -> Option<RunContext> {
+    CONTEXT.lock().ok().and_then(|g| g.clone())
+}
+
 #[derive(Default)]
 pub struct MarkdownReport {
     events: Vec<Event>,
@@ -41,6 +65,7 @@ impl MarkdownReport {
     pub fn render(&self) -> String {
         let mut o = String::new();
         let mut run_id = String::new();
+        let ctx = context();
         for e in &self.events {
             if let Event::RunStarted {
                 run_id: r,
@@ -61,6 +86,13 @@ impl MarkdownReport {
                     crate::state::hostname(),
                     crate::version::LONG,
                 );
+                if let Some(c) = &ctx {
+                    let _ = writeln!(
+                        o,
+                        "- Plan fingerprint: `{}`\n- Phases fingerprint: `{}`\n",
+                        c.plan_fingerprint, c.phases_fingerprint
+                    );
+                }
             }
         }
         if let Some(Event::RunFinished {
@@ -97,8 +129,11 @@ impl MarkdownReport {
             o,
             "## Steps\n\n| Step | Outcome | Attempts | Duration | Exit | Log |\n|---|---|---|---|---|---|"
         );
+        // One row per unit (its last word), in wave order when the run's context is known.
+        let mut rows: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+        let mut seen: Vec<&str> = Vec::new();
         for e in &self.events {
-            match e {
+            let (id, row) = match e {
                 Event::StepFinished {
                     id,
                     outcome,
@@ -107,31 +142,51 @@ impl MarkdownReport {
                     exit_code,
                     log,
                     ..
-                } => {
-                    let _ = writeln!(
-                        o,
-                        "| `{id}` | {outcome} | {attempts} | {:.1}s | {} | `{log}` |",
-                        *duration_ms as f64 / 1000.0,
+                } => (
+                    id,
+                    format!(
+                        "| `{id}` | {outcome} | {attempts} | {} | {} | `{log}` |",
+                        super::summary::duration(*duration_ms),
                         exit_code
                             .map(|c| c.to_string())
                             .unwrap_or_else(|| "–".into())
-                    );
-                }
-                Event::StepSkipped { id, reason } => {
-                    let _ = writeln!(
-                        o,
+                    ),
+                ),
+                // A passing check is announced as a skip, then finished as `satisfied`.
+                Event::StepSkipped { id, reason } if !reason.starts_with("check passed") => (
+                    id,
+                    format!(
                         "| `{id}` | skipped: {} | 0 | – | – | – |",
                         reason.replace('|', "\\|")
-                    );
-                }
-                Event::ConfirmationRequired { id, .. } => {
-                    let _ = writeln!(
-                        o,
-                        "| `{id}` | not run: needs confirmation (--yes) | 0 | – | – | – |"
-                    );
-                }
-                _ => {}
+                    ),
+                ),
+                Event::ConfirmationRequired { id, .. } => (
+                    id,
+                    format!("| `{id}` | not run: needs confirmation (--yes) | 0 | – | – | – |"),
+                ),
+                _ => continue,
+            };
+            if rows.insert(id.as_str(), row).is_none() {
+                seen.push(id.as_str());
             }
+        }
+        let order: Vec<&str> = match &ctx {
+            Some(c) if !c.order.is_empty() => c.order.iter().map(String::as_str).collect(),
+            _ => seen.clone(),
+        };
+        for id in &order {
+            match rows.get(id) {
+                Some(r) => {
+                    let _ = writeln!(o, "{r}");
+                }
+                None => {
+                    let _ = writeln!(o, "| `{id}` | not started | 0 | – | – | – |");
+                }
+            }
+        }
+        // Anything the context did not list (it should not happen) still shows.
+        for id in seen.iter().filter(|id| !order.contains(id)) {
+            let _ = writeln!(o, "{}", rows[id]);
         }
         let gate_events: Vec<&Event> = self
             .events

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 pub use bars::Bars;
 pub use junit::JunitReport;
-pub use markdown::MarkdownReport;
+pub use markdown::{MarkdownReport, RunContext, set_context};
 pub use summary::Tally;
 
 /// Version of the JSON event shape (`--output json`), bumped on incompatible changes.
