@@ -24,6 +24,7 @@ const FAMILIES: &[&str] = &[
     "secrets",
     "coredns",
     "online",
+    "check-strength",
 ];
 
 fn root() -> PathBuf {
@@ -156,6 +157,7 @@ family_test!(lint_deprecated, "deprecated");
 family_test!(lint_secrets, "secrets");
 family_test!(lint_coredns, "coredns");
 family_test!(lint_online, "online");
+family_test!(lint_check_strength, "check-strength");
 
 #[test]
 fn shipped_plans_and_phases_have_no_findings() {

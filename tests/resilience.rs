@@ -624,3 +624,143 @@ steps:
         "{text}"
     );
 }
+
+/// Defect 19: a timeout says what ran and that it printed nothing; a failure summary has no
+/// terminal escape codes.
+#[test]
+fn failure_details_say_what_ran_and_carry_no_escape_codes() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: hangs
+    run: { cmd: [sleep, "5"] }
+    timeout: 1s
+  - id: colours
+    run: { shell: "printf '\\033[31mboom\\033[0m\\n'; exit 1" }
+"#,
+    );
+    let out = ws.run(&["run", "--keep-going"]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    let st = ws.status();
+    let d = step(&st, "hangs")["detail"].as_str().unwrap().to_string();
+    assert!(
+        d.contains("timed out after 1s running `sleep 5`; it printed nothing"),
+        "{d}"
+    );
+    let text = all(&out);
+    assert!(text.contains("boom"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "escape codes in the summary: {text:?}"
+    );
+}
+
+/// Defect 11: gates are evaluated on every run; `plan --probe` counts drift (and
+/// `--detailed-exitcode` says there is work); `run --refresh` asks done steps' checks again.
+#[test]
+fn drift_is_found_by_gates_probe_and_refresh() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: a
+    check: { cmd: [test, -f, "{W}/marks/a"] }
+    run: { shell: "echo ran >> {W}/a.count; touch {W}/marks/a" }
+gate:
+  - id: a-exists
+    text: The work of a exists
+    check: { cmd: [test, -f, "{W}/marks/a"] }
+    timeout: 2s
+"#,
+    );
+    assert_eq!(ws.run(&["run"]).status.code(), Some(0));
+    let out = ws.run(&["plan", "--probe", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "no drift yet: {}", all(&out));
+    // The world drifts (a lab reset, a manual change).
+    std::fs::remove_file(ws.root.join("marks/a")).unwrap();
+    let out = ws.run(&["plan", "--probe", "--detailed-exitcode", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", all(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["summary"]["drift"], 1, "{}", v["summary"]);
+    // A plain run skips the done step, but the gate is evaluated again and fails, by name.
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    assert!(all(&out).contains("a-exists"), "{}", all(&out));
+    assert_eq!(count(&ws, "a.count"), 1);
+    // --refresh asks the check again and runs what no longer holds.
+    let out = ws.run(&["run", "--refresh"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert_eq!(count(&ws, "a.count"), 2);
+}
+
+/// Defect 14: once the Talos secrets are stored in 1Password they are the source of truth: a lost
+/// local copy is restored, never generated anew. And (defect 12) no node is installed before its
+/// cluster's secrets are stored.
+#[test]
+fn lost_talos_secrets_are_restored_from_1password_not_generated() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let run = |args: &[&str]| {
+        std::process::Command::new(common::bin())
+            .arg("--state-dir")
+            .arg(&state)
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("CI", "true")
+            .env_remove("BOOTSTRAP_PLAN")
+            .env_remove("BOOTSTRAP_STATE_DIR")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["run", "--step", "talos-secrets-store/*", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let secrets = state.join("talos/infra/secrets.yaml");
+    let original = std::fs::read_to_string(&secrets).unwrap();
+    // The local copy and the record of it are lost; 1Password (the lab vault) still holds it.
+    std::fs::remove_dir_all(state.join("talos")).unwrap();
+    assert_eq!(run(&["reset", "--all"]).status.code(), Some(0));
+    let out = run(&["run", "--step", "talos-gen-secrets/*", "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert_eq!(
+        std::fs::read_to_string(&secrets).unwrap(),
+        original,
+        "new secrets were minted"
+    );
+    let generated = std::fs::read_to_string(state.join("lab/calls.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            l.contains(r#""gen","secrets""#) && l.contains(r#""exit":0"#) && l.contains("/infra/")
+        })
+        .count();
+    assert_eq!(generated, 1, "talosctl gen secrets ran again for infra");
+    // talos-apply needs its cluster's talos-secrets-store.
+    let plan = run(&[
+        "plan",
+        "--step",
+        "talos-apply/infra/infra-01",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let apply = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "talos-apply/infra/infra-01")
+        .unwrap();
+    assert!(
+        apply["needs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "talos-secrets-store/infra"),
+        "{apply}"
+    );
+}

@@ -78,7 +78,7 @@ pub fn plan_command(g: &Global, a: &PlanArgs) -> Result<Exit> {
     }
     if a.detailed_exitcode {
         // Terraform's convention: 0 nothing to do, 2 work to do (1 is an error).
-        return Ok(if view.summary.to_run > 0 {
+        return Ok(if view.summary.to_run > 0 || view.summary.drift > 0 {
             Exit::Usage
         } else {
             Exit::Ok

@@ -140,6 +140,10 @@ pub struct Summary {
     pub failed: usize,
     pub interrupted: usize,
     pub never_run: usize,
+    /// With `--probe`: steps recorded done whose check fails now (the world drifted); a plain run
+    /// skips them, `run --refresh` runs them.
+    #[serde(default)]
+    pub drift: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -49,6 +49,14 @@ pub fn render(v: &DryRun, color: bool) -> String {
         s.never_run
     );
     let _ = writeln!(o, "{counts}");
+    if s.drift > 0 {
+        let _ = writeln!(
+            o,
+            "{} {} step(s) recorded done no longer pass their check; `bootstrap run --refresh` runs them again",
+            paint(color, "33", "Drift:"),
+            s.drift
+        );
+    }
     let mut current_phase = String::new();
     for st in &v.steps {
         if st.phase != current_phase {

@@ -47,18 +47,39 @@ fn note(ctx: &Ctx<'_>, text: String) {
     }
 }
 
-fn from_finished(f: &Finished) -> Said {
+fn from_finished(f: &Finished, program: &Program, timeout: Duration) -> Said {
+    let tail = crate::report::strip_ansi(&f.tail(20));
     Said {
         passed: f.success(),
         detail: if f.success() {
-            crate::report::first_line(&f.tail(5)).to_string()
+            crate::report::first_line(&tail).to_string()
         } else if let exec::Ending::SpawnFailed(why) = &f.ending {
             why.clone()
         } else {
-            format!("{}: {}", f.describe(), f.tail(20))
+            // Say what ran, what ended it and its last words: "timed out: " alone helps nobody.
+            let what = match program {
+                Program::Argv(a) => a.join(" "),
+                Program::Shell(s) => format!("sh -c {}", crate::report::first_line(s)),
+            };
+            let why = match &f.ending {
+                exec::Ending::TimedOut => format!(
+                    "timed out after {} running `{what}`",
+                    humantime::format_duration(Duration::from_secs(timeout.as_secs().max(1)))
+                ),
+                _ => format!("`{what}` failed: {}", f.describe()),
+            };
+            if tail.trim().is_empty() {
+                format!("{why}; it printed nothing")
+            } else {
+                format!("{why}; last output:\n{tail}")
+            }
         },
         exit_code: f.exit_code(),
-        output: f.output.clone(),
+        output: f
+            .output
+            .iter()
+            .map(|l| crate::report::strip_ansi(l))
+            .collect(),
         interrupted: f.ending == exec::Ending::Cancelled,
     }
 }
@@ -97,16 +118,19 @@ fn first_document(text: &str) -> Option<Value> {
 pub async fn once(a: &ActionSpec, ctx: &Ctx<'_>, timeout: Duration, label: &str) -> Said {
     match a {
         ActionSpec::Cmd(argv) => {
-            let f = run_program(Program::Argv(argv.clone()), ctx, timeout, label).await;
-            from_finished(&f)
+            let p = Program::Argv(argv.clone());
+            let f = run_program(p.clone(), ctx, timeout, label).await;
+            from_finished(&f, &p, timeout)
         }
         ActionSpec::Shell(s) => {
-            let f = run_program(Program::Shell(s.clone()), ctx, timeout, label).await;
-            from_finished(&f)
+            let p = Program::Shell(s.clone());
+            let f = run_program(p.clone(), ctx, timeout, label).await;
+            from_finished(&f, &p, timeout)
         }
         ActionSpec::Json(j) => {
-            let f = run_program(Program::Argv(j.cmd.clone()), ctx, timeout, label).await;
-            let mut said = from_finished(&f);
+            let p = Program::Argv(j.cmd.clone());
+            let f = run_program(p.clone(), ctx, timeout, label).await;
+            let mut said = from_finished(&f, &p, timeout);
             if !f.success() {
                 return said;
             }

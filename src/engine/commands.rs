@@ -131,6 +131,62 @@ fn report_context(ws: &Workspace, sel: &crate::dag::Selection, args: &crate::cli
     });
 }
 
+/// Whether every gate item of the selection passes now (each asked once, read-only, as
+/// `plan --probe` asks checks).
+fn gates_hold(ws: &Workspace, sel: &crate::dag::Selection) -> Result<bool> {
+    let gates: Vec<&crate::dag::Gate> = sel
+        .order
+        .iter()
+        .filter_map(|&i| match &ws.dag.work[i] {
+            Work::Gate(g) => Some(g),
+            Work::Step(_) => None,
+        })
+        .collect();
+    if gates.iter().all(|g| g.items.is_empty()) {
+        return Ok(true);
+    }
+    runtime()?.block_on(async {
+        let lab = if ws.spec.plan.lab {
+            Some(crate::lab::Lab::start(&ws.spec.plan, &ws.state_dir).await?)
+        } else {
+            None
+        };
+        let lab_env = lab.as_ref().map(|l| l.step_env()).unwrap_or_default();
+        let env = super::base_env(ws, &lab_env);
+        let clusters = crate::checks::Clusters::new(
+            &ws.spec.plan,
+            env.get("KUBECONFIG").map(Into::into).unwrap_or_default(),
+        );
+        let redactor = crate::secrets::Redactor::new();
+        let mut hold = true;
+        'gates: for g in &gates {
+            for item in &g.items {
+                let ctx = action::Ctx {
+                    env: &env,
+                    stdin: false,
+                    log: None,
+                    redactor: &redactor,
+                    clusters: &clusters,
+                    cancel: crate::exec::Cancel::never(),
+                    id: &g.id,
+                    events: None,
+                    progress: None,
+                };
+                let t = item.timeout.min(std::time::Duration::from_secs(30));
+                if !action::once(&item.check, &ctx, t, "gate").await.passed {
+                    tracing::info!("{}: {} does not hold now; running", g.id, item.id);
+                    hold = false;
+                    break 'gates;
+                }
+            }
+        }
+        if let Some(l) = lab {
+            l.shutdown().await;
+        }
+        Ok::<bool, color_eyre::Report>(hold)
+    })
+}
+
 /// `--junit FILE`: a JUnit reporter beside the chosen one.
 fn attach_junit(ws: &Workspace, file: Option<&std::path::Path>) {
     if let Some(path) = file {
@@ -164,6 +220,11 @@ fn nothing_to_do(ws: &Workspace, sel: &crate::dag::Selection, g: &Global) -> Res
     if !all_done || sel.order.is_empty() {
         return Ok(false);
     }
+    // Gates prove their phase on every run: ask them (read-only, once). If the world drifted the
+    // run goes ahead and the gate fails there, by name.
+    if !gates_hold(ws, sel)? {
+        return Ok(false);
+    }
     let last = state.last_run.as_ref().map(|r| r.run_id.clone());
     let e = crate::report::Event::NothingToDo {
         steps: sel.order.len(),
@@ -174,7 +235,7 @@ fn nothing_to_do(ws: &Workspace, sel: &crate::dag::Selection, g: &Global) -> Res
         crate::report::JsonLines.event(&e);
     } else if !g.quiet {
         eprintln!(
-            "No changes. All {} selected steps are done and unchanged{}; nothing to do.\n`bootstrap run --refresh` asks their checks again; `bootstrap status` shows what is recorded.",
+            "No changes. All {} selected steps are done and unchanged and their gates hold{}; nothing to do.\n`bootstrap run --refresh` asks the steps' checks again; `bootstrap status` shows what is recorded.",
             sel.order.len(),
             last.map(|r| format!(" (last run {r})")).unwrap_or_default()
         );
@@ -679,6 +740,7 @@ pub fn probe(ws: &Workspace, view: &mut DryRun) -> Result<()> {
         // Steps whose work a run would do (their check fails, or they have none).
         let mut will_run: HashSet<String> = HashSet::new();
         let mut satisfied: HashSet<String> = HashSet::new();
+        let mut drift = 0;
         for s in view.steps.iter_mut() {
             if s.kind == "gate" {
                 continue;
@@ -722,8 +784,15 @@ pub fn probe(ws: &Workspace, view: &mut DryRun) -> Result<()> {
             } else {
                 will_run.insert(s.id.clone());
             }
+            let verdict = if s.status == StepStatus::Done && verdict.starts_with("will run (") {
+                drift += 1;
+                format!("drifted: recorded done, but its check fails now; `bootstrap run --refresh` runs it again{}", verdict.trim_start_matches("will run"))
+            } else {
+                verdict
+            };
             s.probe = Some(verdict);
         }
+        view.summary.drift = drift;
         if let Some(l) = lab {
             l.shutdown().await;
         }

@@ -36,8 +36,28 @@ pub trait Objects {
         name: &str,
     ) -> Result<()>;
 
-    /// Create, or replace keeping the server's status.
-    async fn apply(&self, mut obj: Value) -> Result<Value> {
+    /// Create, or replace keeping the server's status. A write that loses a race with a controller
+    /// (409 Conflict, or AlreadyExists after a concurrent create) reads again and retries, as
+    /// helm's and kubectl's patches effectively do: they carry no resourceVersion.
+    async fn apply(&self, obj: Value) -> Result<Value> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.apply_once(obj.clone()).await {
+                Err(e)
+                    if tries < 8 && {
+                        let m = format!("{e:#}");
+                        m.contains("the object has been modified") || m.contains("already exists")
+                    } =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn apply_once(&self, mut obj: Value) -> Result<Value> {
         let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_string();
         let kind = obj["kind"].as_str().unwrap_or_default().to_string();
         let ns = obj["metadata"]["namespace"].as_str().map(String::from);

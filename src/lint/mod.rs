@@ -13,6 +13,7 @@ mod context;
 mod contexts;
 mod deprecated;
 mod files;
+mod guard;
 mod helm;
 mod identity;
 mod online;
@@ -110,6 +111,7 @@ fn collect(
             findings.extend(versions::findings(&cx));
             findings.extend(shell::findings(&cx));
             findings.extend(deprecated::findings(&cx));
+            findings.extend(guard::findings(&cx));
             if online {
                 findings.extend(online::findings(&cx));
             }

@@ -308,6 +308,19 @@ pub fn outcome_word(o: &str) -> &str {
     }
 }
 
+/// Text without terminal escape sequences (colours, cursor moves): a failure summary quotes a
+/// tool's output, and a raw line full of `ESC[…m` is not a summary.
+pub fn strip_ansi(s: &str) -> String {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| {
+        regex::Regex::new(
+            r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]",
+        )
+        .expect("static regex")
+    });
+    re.replace_all(s, "").into_owned()
+}
+
 pub fn first_line(s: &str) -> &str {
     s.lines().find(|l| !l.trim().is_empty()).unwrap_or("")
 }
