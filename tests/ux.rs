@@ -216,6 +216,22 @@ fn color_never_and_no_color_emit_no_sgr_sequence() {
     let out = on_pty(&ws, &["run"], &[("NO_COLOR", "1")]);
     assert!(out.contains("Summary ["), "{out:?}");
     assert_eq!(sgr_count(&out), 0, "SGR with NO_COLOR: {out:?}");
+    // The same decision holds for help, errors and the views.
+    for args in [
+        &["--color", "never", "run", "--help"][..],
+        &["--color", "never", "run", "--no-such-flag"],
+        &["--color", "never", "plan"],
+        &["--color", "never", "status"],
+    ] {
+        let out = on_pty(&ws, args, &[]);
+        assert_eq!(sgr_count(&out), 0, "{args:?}: {out:?}");
+    }
+    // …and colour is there without the flag (so the checks above can fail).
+    let out = on_pty(&ws, &["plan"], &[]);
+    assert!(
+        sgr_count(&out) > 0,
+        "no colour in plan on a terminal: {out:?}"
+    );
 }
 
 #[test]
