@@ -900,3 +900,40 @@ fn the_report_lists_every_selected_step_in_wave_order_with_the_fingerprints() {
     );
     assert!(report.contains("| `after` | not started |"), "{report}");
 }
+
+#[test]
+fn preflight_checks_tool_versions_against_the_plan() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: talk
+    run: { cmd: [talosctl, health] }
+"#,
+    );
+    let tool = |version: &str| {
+        let p = ws.root.join("bin/talosctl");
+        std::fs::write(
+            &p,
+            format!("#!/bin/sh\nif [ \"$1\" = version ]; then printf 'Client:\\n\\tTag:         {version}\\n'; fi\nexit 0\n"),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    tool("v1.10.2");
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", all(&out));
+    assert!(
+        text(&out.stderr)
+            .contains("talosctl on PATH is 1.10, but the plan says versions.talos: v1.11.5"),
+        "{}",
+        all(&out)
+    );
+    assert!(!ws.root.join("state/journal.jsonl").exists());
+    tool("v1.11.3");
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+}

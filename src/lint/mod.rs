@@ -22,6 +22,7 @@ mod plan;
 mod secrets;
 mod shell;
 mod talos;
+mod tool_versions;
 pub mod tools;
 mod versions;
 
@@ -278,13 +279,24 @@ pub fn lint_command(g: &Global, a: &LintArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// The preflight of `run` and `resume`: every tool the steps about to run need is on PATH (what
-/// `lint --tools` checks), before the first action. `--skip-preflight` skips it.
+/// The preflight of `run` and `resume`, before the first action: every tool the steps about to run
+/// need is on PATH (what `lint --tools` checks), and talosctl, flux and kubectl are the versions the
+/// plan says. `--skip-preflight` skips it.
 pub fn preflight(spec: &crate::spec::load::Spec, dag: &Dag, order: &[usize]) -> Vec<UserError> {
-    files::tool_findings(spec, dag, order)
+    let mut out: Vec<UserError> = files::tool_findings(spec, dag, order)
         .into_iter()
         .map(|e| e.help("install it or add its directory to PATH; `--skip-preflight` runs anyway"))
-        .collect()
+        .collect();
+    // ... and they are the versions the plan says.
+    out.extend(
+        tool_versions::findings(spec, dag, order)
+            .into_iter()
+            .map(|e| {
+                let help = e.help.clone().unwrap_or_default();
+                e.help(format!("{help}; `--skip-preflight` runs anyway"))
+            }),
+    );
+    out
 }
 
 /// The `--online` findings alone, masked (for `plan --probe`, which shows them as warnings).
