@@ -20,12 +20,16 @@ pub use describe::{describe_action, shell_quote};
 pub use model::{Basis, DryRun, PhaseView, StepStatus, StepView, build};
 
 /// `bootstrap plan`.
-pub fn plan_command(g: &Global, a: &PlanArgs) -> Result<Exit> {
+pub fn plan_command(
+    g: &Global,
+    a: &PlanArgs,
+    choose: crate::engine::environment::Chooser,
+) -> Result<Exit> {
     let ws = Workspace::load_linted(g)?;
     let sel = ws.dag.select(&a.selection.phases, &a.selection.steps)?;
     let mut view = build(&ws, &sel, &a.selection);
     if a.probe {
-        crate::engine::probe(&ws, &mut view)?;
+        crate::engine::probe(&ws, &mut view, choose)?;
         // What only the live world knows (lint --online), as warnings.
         for e in crate::lint::online_findings(&ws.spec, &ws.dag, &ws.state_dir) {
             eprintln!("warning[online]: {e}\n");

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use color_eyre::eyre::eyre;
 
+use super::environment::Chooser;
 use super::{RunOptions, action, execute};
 use crate::cli::{Global, ResetArgs, ResumeArgs, RunArgs, StatusArgs, StatusFormat, UnlockArgs};
 use crate::dag::Work;
@@ -20,7 +21,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// `bootstrap run`.
-pub fn run_command(g: &Global, a: &RunArgs) -> Result<Exit> {
+pub fn run_command(g: &Global, a: &RunArgs, choose: Chooser) -> Result<Exit> {
     let ws = Workspace::load_linted(g)?;
     let (phases, steps) = match &a.from_plan {
         Some(file) => saved_plan_selection(&ws, file)?,
@@ -56,7 +57,8 @@ pub fn run_command(g: &Global, a: &RunArgs) -> Result<Exit> {
         resumed: false,
         refresh: a.refresh,
     };
-    runtime()?.block_on(execute(&ws, &sel, g, &opts))
+    let mut environment = choose(&ws);
+    runtime()?.block_on(execute(&ws, &sel, g, &opts, environment.as_mut()))
 }
 
 /// Before the first action: the tools the selection runs are on PATH (`--skip-preflight` skips it).
@@ -301,7 +303,7 @@ fn saved_plan_selection(
 }
 
 /// `bootstrap resume`.
-pub fn resume_command(g: &Global, a: &ResumeArgs) -> Result<Exit> {
+pub fn resume_command(g: &Global, a: &ResumeArgs, choose: Chooser) -> Result<Exit> {
     let ws = Workspace::load_linted(g)?;
     let state = FileStore::new(&ws.state_dir).load()?;
     let Some(last) = state.last_run else {
@@ -358,7 +360,8 @@ pub fn resume_command(g: &Global, a: &ResumeArgs) -> Result<Exit> {
         resumed: true,
         refresh: false,
     };
-    runtime()?.block_on(execute(&ws, &sel, g, &opts))
+    let mut environment = choose(&ws);
+    runtime()?.block_on(execute(&ws, &sel, g, &opts, environment.as_mut()))
 }
 
 /// Version of the `bootstrap status --format json` shape (docs/engine.md).
@@ -717,16 +720,12 @@ pub fn unlock_command(g: &Global, a: &UnlockArgs) -> Result<Exit> {
 }
 
 /// `bootstrap plan --probe`: run each selected step's check (checks only, never actions).
-pub fn probe(ws: &Workspace, view: &mut DryRun) -> Result<()> {
+pub fn probe(ws: &Workspace, view: &mut DryRun, choose: Chooser) -> Result<()> {
     let rt = runtime()?;
+    let mut environment = choose(ws);
     rt.block_on(async {
-        let lab = if ws.spec.plan.lab {
-            Some(crate::lab::Lab::start(&ws.spec.plan, &ws.state_dir).await?)
-        } else {
-            None
-        };
-        let lab_env = lab.as_ref().map(|l| l.step_env()).unwrap_or_default();
-        let env = super::base_env(ws, &lab_env);
+        let extra = environment.start().await?;
+        let env = super::base_env(ws, &extra);
         let clusters = crate::checks::Clusters::new(
             &ws.spec.plan,
             env.get("KUBECONFIG").map(Into::into).unwrap_or_default(),
@@ -793,9 +792,7 @@ pub fn probe(ws: &Workspace, view: &mut DryRun) -> Result<()> {
             s.probe = Some(verdict);
         }
         view.summary.drift = drift;
-        if let Some(l) = lab {
-            l.shutdown().await;
-        }
+        environment.stop().await;
         Ok::<(), color_eyre::Report>(())
     })?;
     let _ = eyre!("");

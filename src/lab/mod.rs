@@ -162,6 +162,50 @@ impl LabHandle {
     }
 }
 
+/// The lab as the engine's [`Environment`](crate::engine::environment::Environment): started for a
+/// run of a `lab: true` plan, stopped after it.
+pub struct LabEnvironment {
+    plan: crate::spec::Plan,
+    state_dir: std::path::PathBuf,
+    handle: Option<LabHandle>,
+}
+
+impl crate::engine::environment::Environment for LabEnvironment {
+    fn start(&mut self) -> futures_util::future::BoxFuture<'_, Result<Vec<(String, String)>>> {
+        Box::pin(async move {
+            let h = Lab::start(&self.plan, &self.state_dir).await?;
+            for (name, s) in &h.servers {
+                tracing::info!("lab: cluster {name} serves at {}", s.url());
+            }
+            let env = h.step_env();
+            self.handle = Some(h);
+            Ok(env)
+        })
+    }
+    fn stop(&mut self) -> futures_util::future::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(h) = self.handle.take() {
+                h.shutdown().await;
+            }
+        })
+    }
+}
+
+/// The environment for a workspace: the lab for `lab: true` plans, else the real world.
+pub fn environment_for(
+    ws: &crate::workspace::Workspace,
+) -> Box<dyn crate::engine::environment::Environment> {
+    if ws.spec.plan.lab {
+        Box::new(LabEnvironment {
+            plan: ws.spec.plan.clone(),
+            state_dir: ws.state_dir.clone(),
+            handle: None,
+        })
+    } else {
+        Box::new(crate::engine::environment::RealWorld)
+    }
+}
+
 /// `bootstrap lab status|reset|serve`.
 pub fn lab_command(g: &Global, cmd: &LabCommand) -> Result<Exit> {
     let (plan, _) = crate::spec::load_plan(&g.plan)?;

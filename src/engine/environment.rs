@@ -1,0 +1,38 @@
+//! Where steps run: the environment the engine starts before a run and stops after it.
+//!
+//! The engine knows only this interface: extra environment variables for every step (a `PATH` with
+//! tool stand-ins first, a lab directory, …) and a start and a stop. The real world needs nothing;
+//! the lab is one implementation, chosen and wired by the command line, so the engine never knows
+//! its test double.
+
+use futures_util::future::BoxFuture;
+
+use crate::error::Result;
+
+/// Something steps run in.
+pub trait Environment: Send {
+    /// Bring it up; returns the variables every step gets (before its own `env`).
+    fn start(&mut self) -> BoxFuture<'_, Result<Vec<(String, String)>>>;
+    /// Bring it down (after the run, whatever its outcome).
+    fn stop(&mut self) -> BoxFuture<'_, ()>;
+}
+
+/// The real world: nothing to start, nothing to add.
+pub struct RealWorld;
+
+impl Environment for RealWorld {
+    fn start(&mut self) -> BoxFuture<'_, Result<Vec<(String, String)>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn stop(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Chooses the environment for a loaded plan (the command line passes the lab's chooser).
+pub type Chooser<'a> = &'a dyn Fn(&crate::workspace::Workspace) -> Box<dyn Environment>;
+
+/// The chooser for a build without a lab: always the real world.
+pub fn real_world(_: &crate::workspace::Workspace) -> Box<dyn Environment> {
+    Box::new(RealWorld)
+}

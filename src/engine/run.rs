@@ -1,0 +1,283 @@
+//! One run, wired: the dispatcher's decisions become unit tasks, the units' messages become
+//! journal records (written before the run moves on) and events for the reporters.
+//!
+//! Owns the order of effects (record, then acknowledge; record, then report), not the decisions:
+//! those are [`super::dispatch`]'s.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::dispatch::{Decision, Dispatcher, Ended};
+use super::signals::Signals;
+use super::{Msg, UnitResult, unit};
+use crate::checks::Clusters;
+use crate::cli::Global;
+use crate::dag::Work;
+use crate::error::Result;
+use crate::report::{Event, Fanout, MarkdownReport, Reporter};
+use crate::secrets::Redactor;
+use crate::state::{FileStore, Outcome, Record, State, Store};
+use crate::workspace::Workspace;
+
+/// What every unit of the run shares.
+pub(crate) struct Shared {
+    pub env: BTreeMap<String, String>,
+    pub clusters: Arc<Clusters>,
+    pub redactor: Redactor,
+    /// Changed units whose action runs even if their check passes (`on_change: run`).
+    pub forced: HashSet<usize>,
+    pub state: State,
+}
+
+/// The run's effects: journal, reporters, and what the summary needs.
+pub(crate) struct Run<'a> {
+    pub ws: &'a Workspace,
+    pub run_id: String,
+    pub started: Instant,
+    pub store: FileStore,
+    pub reporter: Fanout,
+    pub report: MarkdownReport,
+    /// Failed unit id -> (output tail, log path).
+    pub tails: BTreeMap<String, (String, String)>,
+    phases: BTreeSet<String>,
+}
+
+impl<'a> Run<'a> {
+    pub fn new(ws: &'a Workspace, g: &Global, run_id: String, started: Instant) -> Run<'a> {
+        Run {
+            ws,
+            run_id,
+            started,
+            store: FileStore::new(&ws.state_dir),
+            reporter: Fanout(vec![super::reporter_for(g)]),
+            report: MarkdownReport::new(),
+            tails: BTreeMap::new(),
+            phases: BTreeSet::new(),
+        }
+    }
+
+    pub fn emit(&mut self, e: Event) {
+        self.reporter.event(&e);
+        self.report.event(&e);
+    }
+
+    fn log_path(&self, id: &str) -> PathBuf {
+        super::log_path(&self.ws.state_dir, &self.run_id, id)
+    }
+
+    /// Act on the dispatcher's decisions: start units, report skips and refusals.
+    fn apply(
+        &mut self,
+        ds: Vec<Decision>,
+        shared: &Arc<Shared>,
+        signals: &Signals,
+        tx: &mpsc::UnboundedSender<Msg>,
+        ev: &mpsc::UnboundedSender<Event>,
+    ) {
+        for d in ds {
+            match d {
+                Decision::Start(i) => self.start(i, shared, signals, tx, ev),
+                Decision::Skip { index, reason } => {
+                    let id = self.ws.dag.work[index].id().to_string();
+                    self.emit(Event::StepSkipped { id, reason });
+                }
+                Decision::Refuse { index, detail } => {
+                    let id = self.ws.dag.work[index].id().to_string();
+                    self.tails
+                        .insert(id.clone(), (detail.clone(), String::new()));
+                    self.emit(Event::StepFinished {
+                        id,
+                        outcome: "failed".into(),
+                        attempts: 0,
+                        duration_ms: 0,
+                        exit_code: None,
+                        log: String::new(),
+                        detail,
+                    });
+                }
+                Decision::NeedsConfirmation(i) => {
+                    if let Work::Step(u) = &self.ws.dag.work[i] {
+                        let (id, description) = (u.id.clone(), u.description.clone());
+                        self.emit(Event::ConfirmationRequired { id, description });
+                    }
+                }
+                Decision::CancelWaits => signals.cancel_waits(),
+            }
+        }
+    }
+
+    fn start(
+        &mut self,
+        i: usize,
+        shared: &Arc<Shared>,
+        signals: &Signals,
+        tx: &mpsc::UnboundedSender<Msg>,
+        ev: &mpsc::UnboundedSender<Event>,
+    ) {
+        let w = &self.ws.dag.work[i];
+        if self.phases.insert(w.phase().to_string()) {
+            self.emit(Event::PhaseStarted {
+                phase: w.phase().to_string(),
+            });
+        }
+        let ctx = unit::UnitCtx {
+            ws_work: w.clone(),
+            index: i,
+            forced: shared.forced.contains(&i),
+            was_interrupted: shared
+                .state
+                .steps
+                .get(w.id())
+                .is_some_and(|s| s.outcome == Outcome::Interrupted),
+            waits: signals.waits.clone(),
+            progress: Default::default(),
+            env: shared.env.clone(),
+            redactor: shared.redactor.clone(),
+            clusters: shared.clusters.clone(),
+            cancel: signals.cancel.clone(),
+            log: self.log_path(w.id()),
+            tx: tx.clone(),
+            events: ev.clone(),
+        };
+        tokio::spawn(unit::run_unit(ctx));
+    }
+
+    /// An attempt asks to start: record it durably first (write-ahead), then answer.
+    fn on_started(
+        &mut self,
+        disp: &Dispatcher,
+        index: usize,
+        attempt: u32,
+        log: String,
+        ack: tokio::sync::oneshot::Sender<bool>,
+    ) -> Result<()> {
+        if !disp.permit(index) {
+            let _ = ack.send(false);
+            return Ok(());
+        }
+        let w = &self.ws.dag.work[index];
+        self.store.append(&Record::StepStarted {
+            run_id: self.run_id.clone(),
+            id: w.id().to_string(),
+            at: crate::state::now(),
+            attempt,
+            fingerprint: w.fingerprint().to_string(),
+            log,
+        })?;
+        let _ = ack.send(true);
+        let (cluster, node) = match w {
+            Work::Step(u) => (u.cluster.clone(), u.node.clone()),
+            Work::Gate(_) => (None, None),
+        };
+        self.emit(Event::StepStarted {
+            id: w.id().to_string(),
+            phase: w.phase().to_string(),
+            cluster,
+            node,
+            attempt,
+        });
+        Ok(())
+    }
+
+    /// A unit ended: record it, report it, and tell the dispatcher.
+    fn on_done(&mut self, disp: &mut Dispatcher, r: UnitResult) -> Result<Vec<Decision>> {
+        let w = &self.ws.dag.work[r.index];
+        let id = w.id().to_string();
+        if r.not_started {
+            self.emit(Event::StepSkipped {
+                id,
+                reason: r.detail.clone(),
+            });
+            return Ok(disp.finished(r.index, Ended::NotStarted));
+        }
+        let detail = self.reporter_redact(&r.detail);
+        self.store.append(&Record::StepFinished {
+            run_id: self.run_id.clone(),
+            id: id.clone(),
+            at: crate::state::now(),
+            outcome: r.outcome,
+            attempts: r.attempts,
+            duration_ms: r.duration.as_millis() as u64,
+            exit_code: r.exit_code,
+            fingerprint: w.fingerprint().to_string(),
+            log: r.log.clone(),
+            detail,
+        })?;
+        let (outcome, ended) = match r.outcome {
+            Outcome::Done => ("done", Ended::Done),
+            Outcome::Satisfied => ("satisfied", Ended::Satisfied),
+            Outcome::Failed => ("failed", Ended::Failed),
+            Outcome::Interrupted => ("interrupted", Ended::Interrupted),
+        };
+        let gate = matches!(w, Work::Gate(_)).then(|| w.phase().to_string());
+        self.emit(Event::StepFinished {
+            id: id.clone(),
+            outcome: outcome.into(),
+            attempts: r.attempts,
+            duration_ms: r.duration.as_millis() as u64,
+            exit_code: r.exit_code,
+            log: r.log.clone(),
+            detail: r.detail.clone(),
+        });
+        if let Some(phase) = gate {
+            let passed = r.outcome.is_done();
+            self.emit(Event::GateFinished { phase, passed });
+        }
+        if r.outcome == Outcome::Failed {
+            self.tails.insert(id, (r.tail, r.log));
+        }
+        Ok(disp.finished(r.index, ended))
+    }
+
+    fn reporter_redact(&self, s: &str) -> String {
+        // Details were redacted by the unit already; strip terminal codes for the record.
+        crate::report::strip_ansi(s)
+    }
+
+    /// Drive the dispatcher until the run is over.
+    pub async fn drive(
+        &mut self,
+        disp: &mut Dispatcher,
+        shared: Arc<Shared>,
+        signals: &Signals,
+    ) -> Result<()> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
+        let mut cancel = signals.cancel.clone();
+        loop {
+            if signals.cancel.level() > 0 {
+                disp.interrupt();
+            }
+            let ds = disp.decide();
+            self.apply(ds, &shared, signals, &tx, &ev_tx);
+            if disp.is_over() {
+                break;
+            }
+            tokio::select! {
+                Some(msg) = rx.recv() => {
+                    // Events a unit sent before this message come first.
+                    while let Ok(e) = ev_rx.try_recv() {
+                        self.emit(e);
+                    }
+                    match msg {
+                        Msg::Started { index, attempt, log, ack } => self.on_started(disp, index, attempt, log, ack)?,
+                        Msg::Done(r) => {
+                            let ds = self.on_done(disp, r)?;
+                            self.apply(ds, &shared, signals, &tx, &ev_tx);
+                        }
+                    }
+                }
+                Some(e) = ev_rx.recv() => self.emit(e),
+                _ = super::action::interrupted(&mut cancel), if cancel.level() == 0 => disp.interrupt(),
+            }
+        }
+        while let Ok(e) = ev_rx.try_recv() {
+            self.emit(e);
+        }
+        Ok(())
+    }
+}
