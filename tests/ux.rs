@@ -318,7 +318,7 @@ fn one_confirmation_prompt_for_the_whole_run_answered_yes() {
     // One question (dialoguer redraws its line with the answer once answered).
     assert_eq!(s.matches("[y/N]").count(), 1, "{s}");
     // Both steps, with their rendered commands, listed before the one question.
-    let asked = s.find("Do you want to run these steps?").unwrap();
+    let asked = s.find("Do you want to perform these actions?").unwrap();
     for want in [
         "first: Wipe the first disk",
         "second: Wipe the second disk",
@@ -340,7 +340,7 @@ fn a_declined_confirmation_runs_nothing() {
     let (code, s) = run_on_pty_answering(&ws, "n");
     assert_eq!(code, Some(1), "{s}");
     assert!(!ws.root.join("marks/first").exists(), "{s}");
-    assert!(!ws.root.join("state/journal.jsonl").exists(), "{s}");
+    assert!(!ws.root.join("marks/second").exists(), "{s}");
 }
 
 // ---------------------------------------------------------------- bug 6: one --output json

@@ -45,14 +45,11 @@ pub fn run_command(g: &Global, a: &RunArgs, choose: Chooser) -> Result<Exit> {
             steps: steps.clone(),
         },
     );
-    let Some(yes) = confirm_once(&ws, &sel, g, a.yes, a.refresh) else {
-        return Ok(Exit::Failed);
-    };
     let opts = RunOptions {
         phases,
         steps,
         concurrency: a.concurrency,
-        yes,
+        yes: a.yes,
         keep_going: a.keep_going,
         resumed: false,
         refresh: a.refresh,
@@ -68,58 +65,6 @@ fn preflight(ws: &Workspace, sel: &crate::dag::Selection) -> Result<()> {
         Ok(())
     } else {
         Err(crate::error::UserErrors(problems).into())
-    }
-}
-
-/// Ask once, before anything runs, about every `confirm: true` step the run would run (each with its
-/// rendered command), as Terraform does. Returns the `yes` the run goes on with (`true` once
-/// approved, so no step asks again), or `None` when declined. Without a terminal nothing is asked
-/// here: the run stops before the first such step unless `--yes` was given.
-fn confirm_once(
-    ws: &Workspace,
-    sel: &crate::dag::Selection,
-    g: &Global,
-    yes: bool,
-    refresh: bool,
-) -> Option<bool> {
-    if yes || ws.spec.plan.lab || !super::interactive() {
-        return Some(yes);
-    }
-    let state = FileStore::new(&ws.state_dir).load().unwrap_or_default();
-    let items: Vec<crate::report::confirm::Item> = sel
-        .order
-        .iter()
-        .filter_map(|&i| ws.dag.work[i].as_step())
-        .filter(|u| u.confirm)
-        .filter(|u| {
-            refresh
-                || !state
-                    .steps
-                    .get(&u.id)
-                    .is_some_and(|s| s.outcome.is_done() && s.fingerprint == u.fingerprint)
-        })
-        .map(|u| crate::report::confirm::Item {
-            id: u.id.clone(),
-            description: u.description.clone(),
-            command: crate::dryrun::describe_action(&u.run),
-        })
-        .collect();
-    if items.is_empty() {
-        return Some(false);
-    }
-    let approved = crate::report::confirm::ask(&items);
-    if g.output == crate::cli::OutputMode::Json {
-        use crate::report::Reporter;
-        crate::report::JsonLines.event(&crate::report::Event::ConfirmationBatch {
-            steps: items.clone(),
-            approved,
-        });
-    }
-    if approved {
-        Some(true)
-    } else {
-        eprintln!("Nothing was run: the run needs these steps confirmed.");
-        None
     }
 }
 
@@ -348,14 +293,11 @@ pub fn resume_command(g: &Global, a: &ResumeArgs, choose: Chooser) -> Result<Exi
             steps: last.steps.clone(),
         },
     );
-    let Some(yes) = confirm_once(&ws, &sel, g, a.yes, false) else {
-        return Ok(Exit::Failed);
-    };
     let opts = RunOptions {
         phases: last.phases,
         steps: last.steps,
         concurrency: a.concurrency,
-        yes,
+        yes: a.yes,
         keep_going: a.keep_going,
         resumed: true,
         refresh: false,

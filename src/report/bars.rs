@@ -180,13 +180,6 @@ impl Reporter for Bars {
             Event::ConfirmationRequired { id, .. } => {
                 self.println(format!("  ⏸ {id} needs confirmation: run again with --yes"));
             }
-            Event::ConfirmationBatch { steps, approved } if !quiet => {
-                self.println(format!(
-                    "  {} step(s) confirmed: {}",
-                    steps.len(),
-                    if *approved { "yes" } else { "no" }
-                ));
-            }
             Event::GateItem {
                 item,
                 passed,

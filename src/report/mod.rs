@@ -4,7 +4,6 @@
 //! Owns presentation only. It never decides outcomes: the engine emits, reporters render.
 
 mod bars;
-pub mod confirm;
 pub mod junit;
 mod markdown;
 pub mod summary;
@@ -79,12 +78,6 @@ pub enum Event {
     ConfirmationRequired {
         id: String,
         description: String,
-    },
-    /// The one question asked before anything runs: every confirm step the run would run, with its
-    /// rendered command, and the answer.
-    ConfirmationBatch {
-        steps: Vec<confirm::Item>,
-        approved: bool,
     },
     /// Every selected step is done and unchanged: the run did not start (nothing was written).
     NothingToDo {
@@ -271,11 +264,6 @@ impl Reporter for Plain {
             Event::GateFinished { phase, passed } => Some(format!(
                 "gate   {phase}: {}",
                 if *passed { "passed" } else { "FAILED" }
-            )),
-            Event::ConfirmationBatch { steps, approved } => Some(format!(
-                "confirm {} step(s): {}",
-                steps.len(),
-                if *approved { "approved" } else { "declined" }
             )),
             Event::NothingToDo { steps, .. } => Some(format!("nothing to do: {steps} steps done")),
             Event::RunFinished { .. } => summary::line(e, &current_tally()),
