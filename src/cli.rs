@@ -154,7 +154,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// The step id.
-    #[arg(value_name = "STEP", add = clap_complete::ArgValueCompleter::new(crate::completion::step_ids))]
+    #[arg(value_name = "STEP")]
     pub step: String,
     /// Which attempt of the step's last run (default: the last one).
     #[arg(long, value_name = "N")]
@@ -167,7 +167,7 @@ pub struct LogsArgs {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     /// The step (or `gate/<phase>`) id.
-    #[arg(value_name = "STEP", add = clap_complete::ArgValueCompleter::new(crate::completion::step_ids))]
+    #[arg(value_name = "STEP")]
     pub step: String,
 }
 
@@ -175,10 +175,10 @@ pub struct ShowArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct Selection {
     /// Select a phase's steps (repeatable).
-    #[arg(long = "phase", id = "phase", value_name = "PHASE", add = clap_complete::ArgValueCompleter::new(crate::completion::phase_ids))]
+    #[arg(long = "phase", id = "phase", value_name = "PHASE")]
     pub phases: Vec<String>,
     /// Select steps by id; globs allowed, e.g. 'talos-apply/apps/*' (repeatable).
-    #[arg(long = "step", value_name = "STEP", add = clap_complete::ArgValueCompleter::new(crate::completion::step_ids))]
+    #[arg(long = "step", value_name = "STEP")]
     pub steps: Vec<String>,
 }
 
@@ -272,10 +272,10 @@ pub struct StatusArgs {
 #[derive(Debug, Args)]
 pub struct ResetArgs {
     /// Step ids (globs allowed).
-    #[arg(value_name = "STEP", add = clap_complete::ArgValueCompleter::new(crate::completion::step_ids))]
+    #[arg(value_name = "STEP")]
     pub steps: Vec<String>,
     /// Forget every step of a phase (repeatable).
-    #[arg(long = "phase", id = "phase", value_name = "PHASE", add = clap_complete::ArgValueCompleter::new(crate::completion::phase_ids))]
+    #[arg(long = "phase", id = "phase", value_name = "PHASE")]
     pub phases: Vec<String>,
     /// Forget everything.
     #[arg(long)]
@@ -306,7 +306,7 @@ pub struct GraphArgs {
     #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
     pub format: GraphFormat,
     /// Draw only these phases' steps (repeatable).
-    #[arg(long = "phase", id = "phase", value_name = "PHASE", add = clap_complete::ArgValueCompleter::new(crate::completion::phase_ids))]
+    #[arg(long = "phase", id = "phase", value_name = "PHASE")]
     pub phases: Vec<String>,
     /// Colour each node by its recorded status (done, failed, changed, never run).
     #[arg(long)]

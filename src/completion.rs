@@ -7,7 +7,35 @@
 use std::ffi::OsStr;
 use std::path::PathBuf;
 
-use clap_complete::engine::CompletionCandidate;
+use clap_complete::engine::{ArgValueCompleter, CompletionCandidate};
+
+/// The command line with its dynamic completers: step ids for `--step`, `reset`, `logs` and
+/// `show`; phase ids for `--phase` (attached here so that `cli` stays plain parsing).
+pub fn command() -> clap::Command {
+    fn attach(cmd: clap::Command) -> clap::Command {
+        let ids: Vec<String> = cmd
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .collect();
+        let mut cmd = cmd;
+        for id in ids {
+            cmd = match id.as_str() {
+                "phase" => cmd.mut_arg(id, |a| a.add(ArgValueCompleter::new(phase_ids))),
+                "steps" | "step" => cmd.mut_arg(id, |a| a.add(ArgValueCompleter::new(step_ids))),
+                _ => cmd,
+            };
+        }
+        let names: Vec<String> = cmd
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        for n in names {
+            cmd = cmd.mut_subcommand(n, attach);
+        }
+        cmd
+    }
+    attach(<crate::cli::Cli as clap::CommandFactory>::command())
+}
 
 fn workspace() -> Option<crate::workspace::Workspace> {
     let plan = std::env::var_os("BOOTSTRAP_PLAN")

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
         return code;
     }
     // `COMPLETE=bash bootstrap` prints the shell's registration; the shell then calls back here.
-    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
+    clap_complete::CompleteEnv::with_factory(bootstrap::completion::command).complete();
     // `CI=false` (or 0, or empty) is not CI: make it so for everything below, which only asks
     // whether CI is set. Nothing else runs yet, so changing the environment is safe here.
     if std::env::var_os("CI").is_some() && !bootstrap::color::is_ci() {

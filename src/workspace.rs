@@ -17,15 +17,10 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    /// Load plan and phases and build the graph. Every problem found is returned at once.
+    /// Load plan and phases and build the graph. Every problem found is returned at once. Commands
+    /// load through `lint::load` (which also refuses literal secrets) or `lint::load_checked`.
     pub fn load(global: &Global) -> Result<Workspace, UserErrors> {
         let spec = load_spec(&global.plan, &global.phases)?;
-        // Secrets are references; a literal value must never reach plan output, logs or state.
-        let mut secret_errors = crate::lint::secret_findings(&spec.plan, &spec.plan_file);
-        secret_errors.extend(crate::lint::env_literal_findings(&spec));
-        if !secret_errors.is_empty() {
-            return Err(UserErrors(secret_errors));
-        }
         let state_dir = state_dir_for(global, &spec.plan.name.value);
         let dag = Dag::build(&spec, &state_dir)?;
         Ok(Workspace {
@@ -33,18 +28,6 @@ impl Workspace {
             dag,
             state_dir,
         })
-    }
-
-    /// Load, then refuse what `lint` rejects: `plan` and `run` never go on with a plan that lint
-    /// finds errors in (a duplicated node would otherwise run real applies before failing).
-    pub fn load_linted(global: &Global) -> Result<Workspace, UserErrors> {
-        let ws = Self::load(global)?;
-        let errors = crate::lint::errors(&ws.spec, &ws.dag, &ws.state_dir);
-        if errors.is_empty() {
-            Ok(ws)
-        } else {
-            Err(UserErrors(errors))
-        }
     }
 }
 

@@ -187,20 +187,18 @@ steps:
     assert_eq!(step(&ws.status(), "install")["status"], "satisfied");
 }
 
-/// Defect 3: the step-started record is durable before the command starts (write-ahead).
+/// Defect 3: the step-started record is durable before the command starts (write-ahead). Many
+/// steps start at once, so a command spawned before its record would find it missing.
 #[test]
 fn step_started_is_recorded_before_the_command_starts() {
-    let ws = Ws::new(
-        ws::ONE_CLUSTER,
-        r#"
-id: p
-title: P
-steps:
-  - id: a
-    run: { cmd: [grep, -q, '"record":"step-started".*"id":"a"', "{W}/state/journal.jsonl"] }
-"#,
-    );
-    let out = ws.run(&["run"]);
+    let mut phase = String::from("id: p\ntitle: P\nsteps:\n");
+    for i in 0..24 {
+        phase.push_str(&format!(
+            "  - id: s{i}\n    run: {{ cmd: [grep, -q, '\"record\":\"step-started\".*\"id\":\"s{i}\"', \"{{W}}/state/journal.jsonl\"] }}\n"
+        ));
+    }
+    let ws = Ws::new(ws::ONE_CLUSTER, &phase);
+    let out = ws.run(&["run", "--concurrency", "24"]);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
 }
 

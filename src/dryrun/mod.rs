@@ -4,7 +4,6 @@
 //! Owns the dry-run views. It never runs an action and never contacts a cluster; `--probe` hands the
 //! selected checks to the engine, which runs checks only.
 
-mod describe;
 mod graph;
 mod markdown;
 mod model;
@@ -14,9 +13,8 @@ use std::io::Write;
 
 use crate::cli::{Global, GraphArgs, PlanArgs, PlanFormat};
 use crate::error::{Exit, Result, UserError};
-use crate::workspace::Workspace;
 
-pub use describe::{describe_action, shell_quote};
+pub use crate::spec::describe::{describe_action, shell_quote};
 pub use model::{Basis, DryRun, PhaseView, StepStatus, StepView, build};
 
 /// `bootstrap plan`.
@@ -25,7 +23,7 @@ pub fn plan_command(
     a: &PlanArgs,
     choose: crate::engine::environment::Chooser,
 ) -> Result<Exit> {
-    let ws = Workspace::load_linted(g)?;
+    let ws = crate::lint::load_checked(g)?;
     let sel = ws.dag.select(&a.selection.phases, &a.selection.steps)?;
     let mut view = build(&ws, &sel, &a.selection);
     if a.probe {
@@ -93,11 +91,11 @@ pub fn plan_command(
 
 /// `bootstrap graph`.
 pub fn graph_command(g: &Global, a: &GraphArgs) -> Result<Exit> {
-    let ws = Workspace::load(g)?;
+    let ws = crate::lint::load(g)?;
     let sel = ws.dag.select(&a.phases, &[])?;
     let all = graph::edges(&ws.dag, &sel);
     let status = a.status.then(|| {
-        let recorded = crate::engine::recorded_statuses(&ws);
+        let recorded = crate::state::recorded_statuses(&ws.state_dir);
         sel.order
             .iter()
             .map(|&i| {

@@ -11,7 +11,7 @@ use crate::dag::{GateCheck, Selection, Work};
 use crate::spec::phase::ActionSpec;
 use crate::workspace::Workspace;
 
-use super::describe::describe_action;
+use crate::spec::describe::describe_action;
 
 /// Version of the JSON shape. Bumped only on incompatible changes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -27,35 +27,7 @@ pub struct Basis {
     pub state_fingerprint: String,
 }
 
-/// A step's status from persisted state.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum StepStatus {
-    /// No run has recorded it.
-    NeverRun,
-    /// Recorded done (ran or satisfied) with the same definition.
-    Done,
-    Failed,
-    /// Was running when a run died; its check decides on the next run.
-    Interrupted,
-    /// Done before, but its rendered definition has changed since (fingerprint differs).
-    Changed,
-}
-
-impl StepStatus {
-    pub fn will_run(self) -> bool {
-        self != StepStatus::Done
-    }
-    pub fn label(self) -> &'static str {
-        match self {
-            StepStatus::NeverRun => "never run",
-            StepStatus::Done => "done",
-            StepStatus::Failed => "failed",
-            StepStatus::Interrupted => "interrupted",
-            StepStatus::Changed => "changed",
-        }
-    }
-}
+pub use crate::state::StepStatus;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Commands {
@@ -229,7 +201,7 @@ fn gate_item_view(i: &GateCheck) -> GateItemView {
 
 /// Build the dry-run view of a selection.
 pub fn build(ws: &Workspace, sel: &Selection, args: &SelectionArgs) -> DryRun {
-    let recorded = crate::engine::recorded_statuses(ws);
+    let recorded = crate::state::recorded_statuses(&ws.state_dir);
     let status_of = |id: &str, fp: &str| -> StepStatus {
         match recorded.get(id) {
             None => StepStatus::NeverRun,

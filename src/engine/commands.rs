@@ -9,8 +9,9 @@ use super::environment::Chooser;
 use super::{RunOptions, action, execute};
 use crate::cli::{Global, ResetArgs, ResumeArgs, RunArgs, StatusArgs, StatusFormat, UnlockArgs};
 use crate::dag::Work;
-use crate::dryrun::{DryRun, StepStatus};
+use crate::dryrun::DryRun;
 use crate::error::{Exit, ExitError, Result, UserError};
+use crate::state::StepStatus;
 use crate::state::{FileStore, Lock, LockError, Record, Store};
 use crate::workspace::Workspace;
 
@@ -22,13 +23,13 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// `bootstrap run`.
 pub fn run_command(g: &Global, a: &RunArgs, choose: Chooser) -> Result<Exit> {
-    let ws = Workspace::load_linted(g)?;
+    let ws = crate::lint::load_checked(g)?;
     let (phases, steps) = match &a.from_plan {
         Some(file) => saved_plan_selection(&ws, file)?,
         None => (a.selection.phases.clone(), a.selection.steps.clone()),
     };
     let sel = ws.dag.select(&phases, &steps)?;
-    if !a.refresh && nothing_to_do(&ws, &sel, g)? {
+    if !a.refresh && nothing_to_do(&ws, &sel, g, choose)? {
         return Ok(Exit::Ok);
     }
     if !a.skip_preflight {
@@ -80,7 +81,7 @@ fn report_context(ws: &Workspace, sel: &crate::dag::Selection, args: &crate::cli
 
 /// Whether every gate item of the selection passes now (each asked once, read-only, as
 /// `plan --probe` asks checks).
-fn gates_hold(ws: &Workspace, sel: &crate::dag::Selection) -> Result<bool> {
+fn gates_hold(ws: &Workspace, sel: &crate::dag::Selection, choose: Chooser) -> Result<bool> {
     let gates: Vec<&crate::dag::Gate> = sel
         .order
         .iter()
@@ -92,14 +93,10 @@ fn gates_hold(ws: &Workspace, sel: &crate::dag::Selection) -> Result<bool> {
     if gates.iter().all(|g| g.items.is_empty()) {
         return Ok(true);
     }
+    let mut environment = choose(ws);
     runtime()?.block_on(async {
-        let lab = if ws.spec.plan.lab {
-            Some(crate::lab::Lab::start(&ws.spec.plan, &ws.state_dir).await?)
-        } else {
-            None
-        };
-        let lab_env = lab.as_ref().map(|l| l.step_env()).unwrap_or_default();
-        let env = super::base_env(ws, &lab_env);
+        let extra = environment.start().await?;
+        let env = super::base_env(ws, &extra);
         let clusters = crate::checks::Clusters::new(
             &ws.spec.plan,
             env.get("KUBECONFIG").map(Into::into).unwrap_or_default(),
@@ -127,9 +124,7 @@ fn gates_hold(ws: &Workspace, sel: &crate::dag::Selection) -> Result<bool> {
                 }
             }
         }
-        if let Some(l) = lab {
-            l.shutdown().await;
-        }
+        environment.stop().await;
         Ok::<bool, color_eyre::Report>(hold)
     })
 }
@@ -155,7 +150,12 @@ fn attach_junit(ws: &Workspace, file: Option<&std::path::Path>) {
 /// Terraform's "No changes": when every selected step and gate is recorded done with its current
 /// definition, say so and write nothing (no lock, no journal record, no report). `--refresh` asks
 /// their checks again instead.
-fn nothing_to_do(ws: &Workspace, sel: &crate::dag::Selection, g: &Global) -> Result<bool> {
+fn nothing_to_do(
+    ws: &Workspace,
+    sel: &crate::dag::Selection,
+    g: &Global,
+    choose: Chooser,
+) -> Result<bool> {
     let state = FileStore::new(&ws.state_dir).load()?;
     let all_done = sel.order.iter().all(|&i| {
         let w = &ws.dag.work[i];
@@ -169,7 +169,7 @@ fn nothing_to_do(ws: &Workspace, sel: &crate::dag::Selection, g: &Global) -> Res
     }
     // Gates prove their phase on every run: ask them (read-only, once). If the world drifted the
     // run goes ahead and the gate fails there, by name.
-    if !gates_hold(ws, sel)? {
+    if !gates_hold(ws, sel, choose)? {
         return Ok(false);
     }
     let last = state.last_run.as_ref().map(|r| r.run_id.clone());
@@ -249,7 +249,7 @@ fn saved_plan_selection(
 
 /// `bootstrap resume`.
 pub fn resume_command(g: &Global, a: &ResumeArgs, choose: Chooser) -> Result<Exit> {
-    let ws = Workspace::load_linted(g)?;
+    let ws = crate::lint::load_checked(g)?;
     let state = FileStore::new(&ws.state_dir).load()?;
     let Some(last) = state.last_run else {
         return Err(UserError::new(format!(
@@ -276,7 +276,7 @@ pub fn resume_command(g: &Global, a: &ResumeArgs, choose: Chooser) -> Result<Exi
         return Ok(Exit::Ok);
     }
     let sel = ws.dag.select(&last.phases, &last.steps)?;
-    if nothing_to_do(&ws, &sel, g)? {
+    if nothing_to_do(&ws, &sel, g, choose)? {
         return Ok(Exit::Ok);
     }
     if !a.skip_preflight {
@@ -311,7 +311,7 @@ pub const STATUS_SCHEMA: u32 = 1;
 
 /// `bootstrap status` (`--format json` or `--output json` for the JSON document).
 pub fn status_command(g: &Global, a: &StatusArgs) -> Result<Exit> {
-    let ws = Workspace::load(g)?;
+    let ws = crate::lint::load(g)?;
     let state = FileStore::new(&ws.state_dir).load()?;
     let holder = Lock::holder(&ws.state_dir);
     let keep = status_filter(&ws, &a.selection)?;
@@ -525,7 +525,7 @@ fn status_filter<'a>(
 
 /// `bootstrap reset`.
 pub fn reset_command(g: &Global, a: &ResetArgs) -> Result<Exit> {
-    let ws = Workspace::load(g)?;
+    let ws = crate::lint::load(g)?;
     if !a.all && a.steps.is_empty() && a.phases.is_empty() {
         return Err(UserError::new("say what to forget")
             .help("name steps (globs allowed), --phase P, or --all")

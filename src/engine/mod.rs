@@ -16,7 +16,7 @@ mod run;
 pub mod signals;
 mod unit;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use crate::checks::Clusters;
 use crate::cli::{Global, OutputMode};
 use crate::dag::{Selection, Work};
-use crate::dryrun::StepStatus;
 use crate::error::{Exit, ExitError, Result};
 use crate::report::{Bars, Event, JsonLines, Plain, Reporter};
 use crate::secrets::Redactor;
@@ -39,23 +38,6 @@ pub use commands::{
     STATUS_SCHEMA, probe, reset_command, resume_command, run_command, status_command,
     unlock_command,
 };
-
-/// Recorded outcome and fingerprint of every step, from persisted state.
-pub fn recorded_statuses(ws: &Workspace) -> HashMap<String, (StepStatus, String)> {
-    let state = FileStore::new(&ws.state_dir).load().unwrap_or_default();
-    state
-        .steps
-        .values()
-        .map(|s| {
-            let st = match s.outcome {
-                Outcome::Done | Outcome::Satisfied => StepStatus::Done,
-                Outcome::Failed => StepStatus::Failed,
-                Outcome::Interrupted => StepStatus::Interrupted,
-            };
-            (s.id.clone(), (st, s.fingerprint.clone()))
-        })
-        .collect()
-}
 
 /// How a run was asked for.
 #[derive(Debug, Clone)]
@@ -252,7 +234,7 @@ async fn confirm(
                 "  {}: {}\n      {}\n",
                 u.id,
                 u.description,
-                crate::dryrun::describe_action(&u.run)
+                crate::spec::describe::describe_action(&u.run)
             ));
         }
     }

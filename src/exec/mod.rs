@@ -164,10 +164,10 @@ pub async fn run(
         let shown = match &spec.program {
             Program::Argv(a) => a
                 .iter()
-                .map(|s| crate::dryrun::shell_quote(s))
+                .map(|s| crate::spec::describe::shell_quote(s))
                 .collect::<Vec<_>>()
                 .join(" "),
-            Program::Shell(s) => format!("sh -c {}", crate::dryrun::shell_quote(s)),
+            Program::Shell(s) => format!("sh -c {}", crate::spec::describe::shell_quote(s)),
         };
         let _ = f
             .write_all(

@@ -64,7 +64,7 @@ pub(super) fn tool_findings(spec: &Spec, dag: &Dag, order: &[usize]) -> Vec<User
             if !seen.insert(tool.clone()) {
                 continue;
             }
-            if spec.plan.lab && crate::lab::tools::TOOLS.contains(&tool.as_str()) {
+            if spec.plan.lab && super::tools::STAND_INS.contains(&tool.as_str()) {
                 continue;
             }
             if !on_path(&tool) {

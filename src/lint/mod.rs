@@ -164,6 +164,35 @@ fn collect(
     findings
 }
 
+/// Load the workspace a command works on. Secrets are references: a literal value must never reach
+/// plan output, logs or state, so one is refused here, before anything is rendered.
+pub fn load(
+    g: &Global,
+) -> std::result::Result<crate::workspace::Workspace, crate::error::UserErrors> {
+    let ws = crate::workspace::Workspace::load(g)?;
+    let mut errors = secret_findings(&ws.spec.plan, &ws.spec.plan_file);
+    errors.extend(env_literal_findings(&ws.spec));
+    if errors.is_empty() {
+        Ok(ws)
+    } else {
+        Err(crate::error::UserErrors(errors))
+    }
+}
+
+/// Load, then refuse what `lint` rejects: `plan` and `run` never go on with a plan that lint finds
+/// errors in (a duplicated node would otherwise run real applies before failing). Warnings pass.
+pub fn load_checked(
+    g: &Global,
+) -> std::result::Result<crate::workspace::Workspace, crate::error::UserErrors> {
+    let ws = load(g)?;
+    let errors = errors(&ws.spec, &ws.dag, &ws.state_dir);
+    if errors.is_empty() {
+        Ok(ws)
+    } else {
+        Err(crate::error::UserErrors(errors))
+    }
+}
+
 /// The lint errors of a loaded workspace: what `plan` and `run` refuse to go on with (exit 2)
 /// before anything runs. Warnings do not stop them; `--tools` and `--online` are not part of it.
 pub fn errors(spec: &crate::spec::load::Spec, dag: &Dag, state_dir: &Path) -> Vec<UserError> {

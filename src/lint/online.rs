@@ -80,7 +80,9 @@ fn run_with_timeout(cmd: &mut std::process::Command, limit: Duration) -> bool {
 fn git_tree(cx: &Ctx) -> Result<(PathBuf, Option<PathBuf>), String> {
     let plan = &cx.spec.plan;
     if plan.lab {
-        let installed = crate::lab::core::LabDir::for_state_dir(cx.state_dir).gitops();
+        // The lab serves its Git tree from `<state dir>/lab/gitops` (the lab's layout; lint sits
+        // below the lab and does not import it).
+        let installed = cx.state_dir.join("lab").join("gitops");
         if installed.is_dir() {
             return Ok((installed, None));
         }

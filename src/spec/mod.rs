@@ -3,6 +3,7 @@
 //! Owns parsing and per-file validation with file/line diagnostics. It never renders templates
 //! (see `render`) and never builds the graph (see `dag`).
 
+pub mod describe;
 pub mod load;
 pub mod phase;
 pub mod plan;

@@ -15,6 +15,55 @@ use serde::{Deserialize, Serialize};
 pub use journal::FileStore;
 pub use lock::{Holder, Lock, LockError, hostname, pid_alive};
 
+/// A step's status from persisted state.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepStatus {
+    /// No run has recorded it.
+    NeverRun,
+    /// Recorded done (ran or satisfied) with the same definition.
+    Done,
+    Failed,
+    /// Was running when a run died; its check decides on the next run.
+    Interrupted,
+    /// Done before, but its rendered definition has changed since (fingerprint differs).
+    Changed,
+}
+
+impl StepStatus {
+    pub fn will_run(self) -> bool {
+        self != StepStatus::Done
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            StepStatus::NeverRun => "never run",
+            StepStatus::Done => "done",
+            StepStatus::Failed => "failed",
+            StepStatus::Interrupted => "interrupted",
+            StepStatus::Changed => "changed",
+        }
+    }
+}
+
+/// Recorded outcome and fingerprint of every step, from the journal in `state_dir`.
+pub fn recorded_statuses(
+    state_dir: &std::path::Path,
+) -> std::collections::HashMap<String, (StepStatus, String)> {
+    let state = FileStore::new(state_dir).load().unwrap_or_default();
+    state
+        .steps
+        .values()
+        .map(|s| {
+            let st = match s.outcome {
+                Outcome::Done | Outcome::Satisfied => StepStatus::Done,
+                Outcome::Failed => StepStatus::Failed,
+                Outcome::Interrupted => StepStatus::Interrupted,
+            };
+            (s.id.clone(), (st, s.fingerprint.clone()))
+        })
+        .collect()
+}
+
 /// How a step (or gate) ended.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]

@@ -14,9 +14,7 @@ pub mod talosctl;
 use std::process::ExitCode;
 
 /// The tools the lab stands in for.
-pub const TOOLS: &[&str] = &[
-    "talosctl", "helm", "cilium", "hubble", "flux", "op", "kubectl",
-];
+pub const TOOLS: &[&str] = crate::lint::tools::STAND_INS;
 
 /// If argv[0] names a stand-in tool, run it and return its exit code.
 pub fn dispatch_by_argv0() -> Option<ExitCode> {

@@ -10,6 +10,12 @@
 mod helm;
 mod talosctl;
 
+/// The tools the plans run that the lab stands in for (its multi-call binary answers to these
+/// names).
+pub const STAND_INS: &[&str] = &[
+    "talosctl", "helm", "cilium", "hubble", "flux", "op", "kubectl",
+];
+
 /// One command (a path of subcommands) and, when known, all the flags it accepts.
 #[derive(Debug, Clone, Copy)]
 pub struct Cmd {
