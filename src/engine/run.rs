@@ -23,6 +23,13 @@ use crate::secrets::Redactor;
 use crate::state::{FileStore, Outcome, Record, State, Store};
 use crate::workspace::Workspace;
 
+/// What to do about a message once its batch of records is durable.
+enum After {
+    Started(tokio::sync::oneshot::Sender<bool>, Event),
+    /// The unit's result, and the dispatcher's decisions on it (applied once durable).
+    Finished(UnitResult, Vec<Decision>),
+}
+
 /// What every unit of the run shares.
 pub(crate) struct Shared {
     pub env: BTreeMap<String, String>,
@@ -146,7 +153,8 @@ impl<'a> Run<'a> {
         tokio::spawn(unit::run_unit(ctx));
     }
 
-    /// An attempt asks to start: record it durably first (write-ahead), then answer.
+    /// An attempt asks to start: write its record (made durable with the batch before the answer
+    /// goes out: write-ahead). Returns what to do once the batch is durable.
     fn on_started(
         &mut self,
         disp: &Dispatcher,
@@ -154,13 +162,13 @@ impl<'a> Run<'a> {
         attempt: u32,
         log: String,
         ack: tokio::sync::oneshot::Sender<bool>,
-    ) -> Result<()> {
+    ) -> Result<Option<After>> {
         if !disp.permit(index) {
             let _ = ack.send(false);
-            return Ok(());
+            return Ok(None);
         }
         let w = &self.ws.dag.work[index];
-        self.store.append(&Record::StepStarted {
+        self.store.write(&Record::StepStarted {
             run_id: self.run_id.clone(),
             id: w.id().to_string(),
             at: crate::state::now(),
@@ -168,36 +176,40 @@ impl<'a> Run<'a> {
             fingerprint: w.fingerprint().to_string(),
             log,
         })?;
-        let _ = ack.send(true);
         let (cluster, node) = match w {
             Work::Step(u) => (u.cluster.clone(), u.node.clone()),
             Work::Gate(_) => (None, None),
         };
-        self.emit(Event::StepStarted {
+        let event = Event::StepStarted {
             id: w.id().to_string(),
             phase: w.phase().to_string(),
             cluster,
             node,
             attempt,
-        });
-        Ok(())
+        };
+        Ok(Some(After::Started(ack, event)))
     }
 
-    /// A unit ended: record it, report it, and tell the dispatcher.
-    fn on_done(&mut self, disp: &mut Dispatcher, r: UnitResult) -> Result<Vec<Decision>> {
-        let w = &self.ws.dag.work[r.index];
-        let id = w.id().to_string();
+    /// A unit ended: write its record. Returns what to do once the batch is durable.
+    fn on_done(&mut self, disp: &mut Dispatcher, r: UnitResult) -> Result<After> {
+        let ended = match (r.not_started, r.outcome) {
+            (true, _) => Ended::NotStarted,
+            (_, Outcome::Done) => Ended::Done,
+            (_, Outcome::Satisfied) => Ended::Satisfied,
+            (_, Outcome::Failed) => Ended::Failed,
+            (_, Outcome::Interrupted) => Ended::Interrupted,
+        };
+        // The dispatcher learns at once (so an attempt later in this batch is refused after a
+        // failure); what it decides is carried out once the records are durable.
+        let ds = disp.finished(r.index, ended);
         if r.not_started {
-            self.emit(Event::StepSkipped {
-                id,
-                reason: r.detail.clone(),
-            });
-            return Ok(disp.finished(r.index, Ended::NotStarted));
+            return Ok(After::Finished(r, ds));
         }
+        let w = &self.ws.dag.work[r.index];
         let detail = self.reporter_redact(&r.detail);
-        self.store.append(&Record::StepFinished {
+        self.store.write(&Record::StepFinished {
             run_id: self.run_id.clone(),
-            id: id.clone(),
+            id: w.id().to_string(),
             at: crate::state::now(),
             outcome: r.outcome,
             attempts: r.attempts,
@@ -207,11 +219,25 @@ impl<'a> Run<'a> {
             log: r.log.clone(),
             detail,
         })?;
-        let (outcome, ended) = match r.outcome {
-            Outcome::Done => ("done", Ended::Done),
-            Outcome::Satisfied => ("satisfied", Ended::Satisfied),
-            Outcome::Failed => ("failed", Ended::Failed),
-            Outcome::Interrupted => ("interrupted", Ended::Interrupted),
+        Ok(After::Finished(r, ds))
+    }
+
+    /// Report a finished unit (its record is durable).
+    fn report_finished(&mut self, r: UnitResult) {
+        let w = &self.ws.dag.work[r.index];
+        let id = w.id().to_string();
+        if r.not_started {
+            self.emit(Event::StepSkipped {
+                id,
+                reason: r.detail.clone(),
+            });
+            return;
+        }
+        let outcome = match r.outcome {
+            Outcome::Done => "done",
+            Outcome::Satisfied => "satisfied",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
         };
         let gate = matches!(w, Work::Gate(_)).then(|| w.phase().to_string());
         self.emit(Event::StepFinished {
@@ -230,7 +256,46 @@ impl<'a> Run<'a> {
         if r.outcome == Outcome::Failed {
             self.tails.insert(id, (r.tail, r.log));
         }
-        Ok(disp.finished(r.index, ended))
+    }
+
+    /// Every message that is waiting, as one batch: records written, one fsync (group commit),
+    /// then the answers, the events and the dispatcher's next decisions.
+    fn on_batch(
+        &mut self,
+        disp: &mut Dispatcher,
+        batch: Vec<Msg>,
+        shared: &Arc<Shared>,
+        signals: &Signals,
+        tx: &mpsc::UnboundedSender<Msg>,
+        ev: &mpsc::UnboundedSender<Event>,
+    ) -> Result<()> {
+        let mut after = Vec::new();
+        for msg in batch {
+            match msg {
+                Msg::Started {
+                    index,
+                    attempt,
+                    log,
+                    ack,
+                } => after.extend(self.on_started(disp, index, attempt, log, ack)?),
+                Msg::Done(r) => after.push(self.on_done(disp, r)?),
+            }
+        }
+        self.store.sync()?;
+        for a in after {
+            match a {
+                After::Started(ack, event) => {
+                    // Permitted when it asked (a failure later in the batch stops the next one).
+                    let _ = ack.send(true);
+                    self.emit(event);
+                }
+                After::Finished(r, ds) => {
+                    self.report_finished(r);
+                    self.apply(ds, shared, signals, tx, ev);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn reporter_redact(&self, s: &str) -> String {
@@ -259,17 +324,15 @@ impl<'a> Run<'a> {
             }
             tokio::select! {
                 Some(msg) = rx.recv() => {
-                    // Events a unit sent before this message come first.
+                    let mut batch = vec![msg];
+                    while let Ok(m) = rx.try_recv() {
+                        batch.push(m);
+                    }
+                    // Events a unit sent before its messages come first.
                     while let Ok(e) = ev_rx.try_recv() {
                         self.emit(e);
                     }
-                    match msg {
-                        Msg::Started { index, attempt, log, ack } => self.on_started(disp, index, attempt, log, ack)?,
-                        Msg::Done(r) => {
-                            let ds = self.on_done(disp, r)?;
-                            self.apply(ds, &shared, signals, &tx, &ev_tx);
-                        }
-                    }
+                    self.on_batch(disp, batch, &shared, signals, &tx, &ev_tx)?;
                 }
                 Some(e) = ev_rx.recv() => self.emit(e),
                 _ = super::action::interrupted(&mut cancel), if cancel.level() == 0 => disp.interrupt(),

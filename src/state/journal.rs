@@ -13,6 +13,8 @@ use crate::error::Result;
 pub struct FileStore {
     path: PathBuf,
     file: Option<File>,
+    /// Records written since the last fsync.
+    unsynced: bool,
 }
 
 impl FileStore {
@@ -21,6 +23,7 @@ impl FileStore {
         FileStore {
             path: state_dir.join("journal.jsonl"),
             file: None,
+            unsynced: false,
         }
     }
 
@@ -84,16 +87,29 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
 }
 
 impl Store for FileStore {
-    fn append(&mut self, rec: &Record) -> Result<()> {
+    fn write(&mut self, rec: &Record) -> Result<()> {
         let mut line = serde_json::to_vec(rec)?;
         line.push(b'\n');
         let path = self.path.clone();
         let f = self.open()?;
-        f.write_all(&line)
-            .and_then(|()| f.sync_data())
-            .map_err(|e| {
-                color_eyre::eyre::eyre!("cannot write the journal {}: {e}", path.display())
-            })?;
+        // One write per record (O_APPEND): a kill leaves at most the last one torn.
+        f.write_all(&line).map_err(|e| {
+            color_eyre::eyre::eyre!("cannot write the journal {}: {e}", path.display())
+        })?;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let f = self.open()?;
+        f.sync_data().map_err(|e| {
+            color_eyre::eyre::eyre!("cannot write the journal {}: {e}", path.display())
+        })?;
+        self.unsynced = false;
         Ok(())
     }
 

@@ -267,7 +267,15 @@ impl State {
 /// The one interface the engine uses to persist state.
 pub trait Store: Send {
     /// Record a transition durably before returning.
-    fn append(&mut self, rec: &Record) -> crate::error::Result<()>;
+    fn append(&mut self, rec: &Record) -> crate::error::Result<()> {
+        self.write(rec)?;
+        self.sync()
+    }
+    /// Add a record to the current batch (not yet durable: nothing may depend on it before
+    /// [`Store::sync`]).
+    fn write(&mut self, rec: &Record) -> crate::error::Result<()>;
+    /// Make every written record durable (one fsync for a batch: group commit).
+    fn sync(&mut self) -> crate::error::Result<()>;
     /// Everything recorded so far.
     fn load(&self) -> crate::error::Result<State>;
 }
