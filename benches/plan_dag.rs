@@ -49,6 +49,8 @@ fn main() {
         color: ColorMode::Never,
         verbose: 0,
         quiet: true,
+        chdir: None,
+        root: None,
     };
     let mut times = Vec::new();
     let mut steps = 0;

@@ -9,9 +9,17 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "bootstrap",
-    version,
+    version = crate::version::LONG,
     about = "Take bare Talos nodes to two meshed, GitOps-managed Kubernetes clusters, one idempotent step at a time.",
-    propagate_version = true
+    propagate_version = true,
+    after_help = "Examples:
+  bootstrap plan                       # what a run would do
+  bootstrap run --phase foundation     # run one phase (and what it needs)
+  bootstrap status --phase foundation  # what is recorded
+  bootstrap logs talos-bootstrap/infra # the last attempt's output
+  bootstrap -C ~/homelab run           # from anywhere
+
+Shell completions (step and phase ids too): source <(COMPLETE=bash bootstrap)"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -22,7 +30,11 @@ pub struct Cli {
 
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct Global {
+    /// Run as if started in this directory (like `git -C` and `cargo -C`).
+    #[arg(short = 'C', long = "chdir", global = true, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
     /// The environment's plan file.
     #[arg(
         long,
@@ -37,10 +49,11 @@ pub struct Global {
     /// Where state, logs and reports go [default: .bootstrap/<plan name>/].
     #[arg(long, global = true, env = "BOOTSTRAP_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Output for humans (text) or one JSON object per event (json).
+    /// Output for humans (text) or JSON: one object per event for run/resume, one document for
+    /// plan, status, lint, graph and reset.
     #[arg(long, global = true, value_enum, default_value_t = OutputMode::Text)]
     pub output: OutputMode,
-    /// Colour: auto honours NO_COLOR and whether stdout is a terminal.
+    /// Colour: auto honours NO_COLOR, TERM=dumb and whether the output is a terminal.
     #[arg(long, global = true, value_enum, default_value_t = ColorMode::Auto)]
     pub color: ColorMode,
     /// More detail (repeat for more).
@@ -49,6 +62,9 @@ pub struct Global {
     /// Only errors and the final summary.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// The project root found upward from the current directory (not an option).
+    #[arg(skip)]
+    pub root: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -67,24 +83,92 @@ pub enum ColorMode {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show exactly what a run would do, without running or contacting anything.
+    #[command(after_help = "Examples:
+  bootstrap plan
+  bootstrap plan --phase foundation --detailed-exitcode
+  bootstrap plan --format json --out plan.json && bootstrap run --from-plan plan.json
+  bootstrap plan --probe        # also ask the checks (read-only)")]
     Plan(PlanArgs),
     /// Run the selected steps and their unfinished prerequisites, gate by gate.
+    #[command(after_help = "Examples:
+  bootstrap run
+  bootstrap run --phase foundation --yes
+  bootstrap run --step 'talos-apply/apps/*' --concurrency 2
+  bootstrap run --junit junit.xml --output json > events.jsonl   # CI")]
     Run(RunArgs),
     /// Continue the last run with the same selection.
+    #[command(after_help = "Examples:
+  bootstrap resume
+  bootstrap resume --keep-going")]
     Resume(ResumeArgs),
     /// Show each step's recorded state and the last run's outcome.
+    #[command(after_help = "Examples:
+  bootstrap status
+  bootstrap status --phase foundation
+  bootstrap status --step 'talos-apply/*' --output json")]
     Status(StatusArgs),
     /// Forget recorded outcomes so that steps run again.
+    #[command(after_help = "Examples:
+  bootstrap reset talos-bootstrap/infra
+  bootstrap reset 'talos-apply/*'
+  bootstrap reset --phase foundation
+  bootstrap reset --all")]
     Reset(ResetArgs),
     /// Release the state lock.
+    #[command(after_help = "Examples:
+  bootstrap unlock            # clears a lock whose holder is gone
+  bootstrap unlock --force    # breaks a live holder's lock")]
     Unlock(UnlockArgs),
     /// Draw the step graph.
+    #[command(after_help = "Examples:
+  bootstrap graph | dot -Tsvg > graph.svg
+  bootstrap graph --format mermaid --phase foundation
+  bootstrap graph --status      # coloured by recorded outcome")]
     Graph(GraphArgs),
     /// Check the plan and phase files and report every problem.
+    #[command(after_help = "Examples:
+  bootstrap lint
+  bootstrap lint --strict --tools
+  bootstrap lint --output json")]
     Lint(LintArgs),
+    /// Print the last attempt's output of a step (or another attempt's).
+    #[command(after_help = "Examples:
+  bootstrap logs talos-bootstrap/infra
+  bootstrap logs nodes-ready/infra --attempt 1
+  bootstrap logs flux-bootstrap/infra -f")]
+    Logs(LogsArgs),
+    /// Show a step: its rendered definition, check, recorded state and history.
+    #[command(after_help = "Examples:
+  bootstrap show talos-bootstrap/infra
+  bootstrap show gate/foundation --output json")]
+    Show(ShowArgs),
+    /// Print the man page (roff) on stdout.
+    #[command(after_help = "Examples:
+  bootstrap man | man -l -")]
+    Man,
     /// The simulated two-cluster lab.
     #[command(subcommand)]
     Lab(LabCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The step id.
+    #[arg(value_name = "STEP")]
+    pub step: String,
+    /// Which attempt of the step's last run (default: the last one).
+    #[arg(long, value_name = "N")]
+    pub attempt: Option<u32>,
+    /// Keep printing what the step writes, until it finishes (like `tail -f`).
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The step (or `gate/<phase>`) id.
+    #[arg(value_name = "STEP")]
+    pub step: String,
 }
 
 /// Which steps a command works on.
@@ -109,6 +193,8 @@ pub enum PlanFormat {
 pub struct PlanArgs {
     #[command(flatten)]
     pub selection: Selection,
+    /// The document to write: text for reading, markdown for a change ticket, json to save and run
+    /// with `run --from-plan` (`--output json` is the same as `--format json`).
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
     /// Write the plan to this file instead of stdout.
@@ -141,16 +227,31 @@ pub struct RunArgs {
     /// Ask the checks of steps recorded done again (and run what no longer holds).
     #[arg(long)]
     pub refresh: bool,
+    /// Also write the run as JUnit XML (each phase a test suite, each step and gate item a case).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Do not check before the first action that every tool the steps need is on PATH.
+    #[arg(long)]
+    pub skip_preflight: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
+    /// How many steps may run at once [default: enough to run every cluster side by side].
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Answer yes to every confirmation (needed for confirm steps when not on a terminal).
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// After a failure, keep running every branch that does not depend on it.
     #[arg(long)]
     pub keep_going: bool,
+    /// Also write the run as JUnit XML (each phase a test suite, each step and gate item a case).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Do not check before the first action that every tool the steps need is on PATH.
+    #[arg(long)]
+    pub skip_preflight: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -161,13 +262,17 @@ pub enum StatusFormat {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// text for reading, json for scripts (the same as `--output json`).
     #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
     pub format: StatusFormat,
+    #[command(flatten)]
+    pub selection: Selection,
 }
 
 #[derive(Debug, Args)]
 pub struct ResetArgs {
     /// Step ids (globs allowed).
+    #[arg(value_name = "STEP")]
     pub steps: Vec<String>,
     /// Forget every step of a phase (repeatable).
     #[arg(long = "phase", id = "phase", value_name = "PHASE")]
@@ -197,10 +302,18 @@ pub enum GraphFormat {
 
 #[derive(Debug, Args)]
 pub struct GraphArgs {
+    /// Graphviz DOT or a mermaid flowchart (`--output json` gives nodes and edges).
     #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
     pub format: GraphFormat,
+    /// Draw only these phases' steps (repeatable).
     #[arg(long = "phase", id = "phase", value_name = "PHASE")]
     pub phases: Vec<String>,
+    /// Colour each node by its recorded status (done, failed, changed, never run).
+    #[arg(long)]
+    pub status: bool,
+    /// Draw every dependency, not only the ones that are not implied by others.
+    #[arg(long)]
+    pub all_edges: bool,
 }
 
 #[derive(Debug, Args)]
@@ -223,7 +336,7 @@ pub struct LintArgs {
 pub enum LabCommand {
     /// Show the lab's clusters, nodes and what is installed.
     Status,
-    /// Forget the lab's clusters and start fresh.
+    /// Forget the lab's clusters and start fresh (recorded outcomes are kept).
     Reset,
     /// Keep the lab's API servers up in the foreground for kubectl.
     Serve,

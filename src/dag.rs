@@ -900,9 +900,13 @@ impl Dag {
         for p in phases {
             if !self.phases.iter().any(|x| &x.id == p) {
                 let known: Vec<&str> = self.phases.iter().map(|x| x.id.as_str()).collect();
+                let help = match crate::suggest::hint(p, known.iter().copied()) {
+                    Some(h) => format!("{h} (phases: {})", known.join(", ")),
+                    None => format!("choose one of: {}", known.join(", ")),
+                };
                 return Err(UserError::new(format!("no phase named {p:?}"))
                     .field("--phase")
-                    .help(format!("choose one of: {}", known.join(", "))));
+                    .help(help));
             }
             selected.extend(
                 self.work
@@ -926,9 +930,18 @@ impl Dag {
                 }
             }
             if !matched && selected.len() == before {
+                let ids = self.work.iter().map(|w| w.id()).chain(
+                    self.work
+                        .iter()
+                        .filter_map(|w| w.as_step().map(|u| u.step.as_str())),
+                );
+                let help = match crate::suggest::hint(s, ids) {
+                    Some(h) => h,
+                    None => "run `bootstrap plan` to list step ids; globs such as 'talos-apply/apps/*' are allowed".into(),
+                };
                 return Err(UserError::new(format!("no step matches {s:?}"))
                     .field("--step")
-                    .help("run `bootstrap plan` to list step ids; globs such as 'talos-apply/apps/*' are allowed"));
+                    .help(help));
             }
         }
         if phases.is_empty() && steps.is_empty() {

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use bootstrap::cli::{Cli, Command};
 use bootstrap::error::{Exit, ExitError, UserError, UserErrors, exit_code_of};
@@ -13,9 +13,23 @@ fn main() -> ExitCode {
     if let Some(code) = bootstrap::lab::tools::dispatch_by_argv0() {
         return code;
     }
-    let cli = match Cli::try_parse() {
+    // `COMPLETE=bash bootstrap` prints the shell's registration; the shell then calls back here.
+    clap_complete::CompleteEnv::with_factory(bootstrap::completion::command).complete();
+    // `CI=false` (or 0, or empty) is not CI: make it so for everything below, which only asks
+    // whether CI is set. Nothing else runs yet, so changing the environment is safe here.
+    if std::env::var_os("CI").is_some() && !bootstrap::color::is_ci() {
+        // SAFETY: single-threaded at this point (no runtime, no other threads started yet).
+        unsafe { std::env::remove_var("CI") };
+    }
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let parsed = Cli::command()
+        .color(bootstrap::color::clap_choice(&args))
+        .try_get_matches_from(&args)
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let mut cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
+            let e = e.with_cmd(&Cli::command().color(bootstrap::color::clap_choice(&args)));
             let _ = e.print();
             return ExitCode::from(match e.kind() {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
@@ -26,6 +40,7 @@ fn main() -> ExitCode {
     let _ = color_eyre::config::HookBuilder::default()
         .display_env_section(false)
         .install();
+    let decision = bootstrap::color::init(&cli.global);
     let g = &cli.global;
     // Diagnostics (-v, -vv) go to stderr; with -v the engine reports in plain lines, not bars, so the
     // two never interleave.
@@ -39,8 +54,13 @@ fn main() -> ExitCode {
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(stderr_color(g))
+        .with_ansi(decision.stderr)
         .try_init();
+    if let Err(e) = bootstrap::project::resolve(&mut cli.global) {
+        eprintln!("error: {e}");
+        return ExitCode::from(Exit::Usage as u8);
+    }
+    let g = &cli.global;
     // A run handles INT, TERM and HUP itself; until its handlers exist, they wait (blocked).
     if matches!(cli.command, Command::Run(_) | Command::Resume(_)) {
         bootstrap::engine::signals::block();
@@ -76,7 +96,21 @@ fn main() -> ExitCode {
         Command::Status(args) => bootstrap::engine::status_command(g, &args),
         Command::Reset(args) => bootstrap::engine::reset_command(g, &args),
         Command::Unlock(args) => bootstrap::engine::unlock_command(g, &args),
-        Command::Lab(cmd) => bootstrap::lab::lab_command(g, &cmd),
+        Command::Logs(args) => bootstrap::inspect::logs_command(g, &args),
+        Command::Show(args) => bootstrap::inspect::show_command(g, &args),
+        Command::Man => bootstrap::inspect::man_command(),
+        Command::Lab(cmd) => {
+            let result = bootstrap::lab::lab_command(g, &cmd);
+            if matches!(cmd, bootstrap::cli::LabCommand::Reset)
+                && matches!(result, Ok(Exit::Ok))
+                && !g.quiet
+            {
+                eprintln!(
+                    "The recorded outcomes are kept: the next run skips what they say is done. `bootstrap run --refresh` asks those steps' checks again; `bootstrap reset --all` forgets them."
+                );
+            }
+            result
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
@@ -92,19 +126,6 @@ fn main() -> ExitCode {
                 eprintln!("error: {err:#}");
             }
             ExitCode::from(code as u8)
-        }
-    }
-}
-
-/// Colour on stderr: `--color`, NO_COLOR, and whether stderr is a terminal.
-fn stderr_color(g: &bootstrap::cli::Global) -> bool {
-    use std::io::IsTerminal;
-    match g.color {
-        bootstrap::cli::ColorMode::Always => true,
-        bootstrap::cli::ColorMode::Never => false,
-        bootstrap::cli::ColorMode::Auto => {
-            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-                && std::io::stderr().is_terminal()
         }
     }
 }

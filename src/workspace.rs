@@ -31,10 +31,13 @@ impl Workspace {
     }
 }
 
-/// `--state-dir`, or `.bootstrap/<plan name>/`.
+/// `--state-dir`, or `.bootstrap/<plan name>/` (under the project root when one was found upward).
 pub fn state_dir_for(global: &Global, plan_name: &str) -> PathBuf {
-    global
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(".bootstrap").join(plan_name))
+    global.state_dir.clone().unwrap_or_else(|| {
+        let rel = PathBuf::from(".bootstrap").join(plan_name);
+        match &global.root {
+            Some(root) => root.join(rel),
+            None => rel,
+        }
+    })
 }

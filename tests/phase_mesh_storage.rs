@@ -128,10 +128,7 @@ fn mesh_and_storage_pass_after_the_foundation_and_a_rerun_runs_nothing() {
     );
     let path = out
         .lines()
-        .find_map(|l| {
-            l.split_once("; report: ")
-                .map(|(_, p)| p.trim().to_string())
-        })
+        .find_map(|l| l.rsplit_once("report: ").map(|(_, p)| p.trim().to_string()))
         .expect("the run names its report");
     let report = std::fs::read_to_string(path).unwrap();
     assert!(report.contains("- [ ] `traces` (manual)"), "{report}");
@@ -166,15 +163,18 @@ fn mesh_and_storage_pass_after_the_foundation_and_a_rerun_runs_nothing() {
         .filter(|e| !e["id"].as_str().unwrap_or("").starts_with("gate/"))
         .collect();
     assert!(started.is_empty(), "{started:?}");
-    assert!(
-        events
-            .iter()
-            .filter(|e| e["event"] == "step-skipped")
-            .count()
-            > 40,
-        "{}",
-        text(&o.stdout)
-    );
+    // Either every step is reported skipped as done, or the run says there is nothing to do
+    // (after asking the gates, read-only).
+    let skipped = events
+        .iter()
+        .filter(|e| e["event"] == "step-skipped")
+        .count();
+    let nothing = events
+        .iter()
+        .find(|e| e["event"] == "nothing-to-do")
+        .and_then(|e| e["steps"].as_u64())
+        .unwrap_or(0);
+    assert!(skipped > 40 || nothing > 40, "{}", text(&o.stdout));
 }
 
 #[test]

@@ -33,7 +33,13 @@ pub fn plan_command(
             eprintln!("warning[online]: {e}\n");
         }
     }
-    let rendered = match a.format {
+    // `--output json` is `--format json` (one flag for JSON everywhere).
+    let format = if g.output == crate::cli::OutputMode::Json {
+        PlanFormat::Json
+    } else {
+        a.format
+    };
+    let rendered = match format {
         PlanFormat::Text => text::render(&view, color_enabled(g, a.out.is_none())),
         PlanFormat::Markdown => markdown::render(&view),
         PlanFormat::Json => serde_json::to_string_pretty(&view)? + "\n",
@@ -52,11 +58,19 @@ pub fn plan_command(
                     .field("--out")
             })?;
             if !g.quiet {
-                eprintln!(
-                    "Saved the plan to {}. Run exactly it with: bootstrap run --from-plan {}",
-                    path.display(),
-                    path.display()
-                );
+                if format == PlanFormat::Json {
+                    eprintln!(
+                        "Saved the plan to {}. Run exactly it with: bootstrap run --from-plan {}",
+                        path.display(),
+                        path.display()
+                    );
+                } else {
+                    // Only a JSON plan can be run with --from-plan.
+                    eprintln!(
+                        "Wrote the plan to {}. To run exactly a saved plan, save it as JSON: bootstrap plan --format json --out FILE",
+                        path.display()
+                    );
+                }
             }
         }
         None => {
@@ -79,24 +93,53 @@ pub fn plan_command(
 pub fn graph_command(g: &Global, a: &GraphArgs) -> Result<Exit> {
     let ws = crate::lint::load(g)?;
     let sel = ws.dag.select(&a.phases, &[])?;
-    let out = match a.format {
-        crate::cli::GraphFormat::Dot => graph::dot(&ws.dag, &sel),
-        crate::cli::GraphFormat::Mermaid => graph::mermaid(&ws.dag, &sel),
+    let all = graph::edges(&ws.dag, &sel);
+    let status = a.status.then(|| {
+        let recorded = crate::state::recorded_statuses(&ws.state_dir);
+        sel.order
+            .iter()
+            .map(|&i| {
+                let w = &ws.dag.work[i];
+                let st = match recorded.get(w.id()) {
+                    None => "never-run".to_string(),
+                    Some((StepStatus::Done, fp)) if fp != w.fingerprint() => "changed".into(),
+                    Some((st, _)) => serde_json::to_value(st)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default(),
+                };
+                (i, st)
+            })
+            .collect()
+    });
+    let drawing = graph::Drawing {
+        edges: if a.all_edges {
+            all
+        } else {
+            graph::reduce(&all)
+        },
+        status,
+    };
+    let out = if g.output == crate::cli::OutputMode::Json {
+        serde_json::to_string_pretty(&graph::json(&ws.dag, &sel, &drawing))? + "\n"
+    } else {
+        match a.format {
+            crate::cli::GraphFormat::Dot => graph::dot(&ws.dag, &sel, &drawing),
+            crate::cli::GraphFormat::Mermaid => graph::mermaid(&ws.dag, &sel, &drawing),
+        }
     };
     print!("{out}");
     Ok(Exit::Ok)
 }
 
-/// Colour for a human view: `--color`, NO_COLOR, and whether stdout is a terminal.
+/// Colour for a human view on stdout: the process's one decision ([`crate::color`]).
 pub fn color_enabled(g: &Global, to_stdout: bool) -> bool {
-    use std::io::IsTerminal;
-    match g.color {
-        crate::cli::ColorMode::Always => true,
-        crate::cli::ColorMode::Never => false,
-        crate::cli::ColorMode::Auto => {
-            std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-                && to_stdout
-                && std::io::stdout().is_terminal()
-        }
-    }
+    to_stdout
+        && crate::color::decide(
+            g.color,
+            g.quiet,
+            g.verbose > 0,
+            &crate::color::Inputs::from_env(),
+        )
+        .stdout
 }

@@ -70,6 +70,9 @@ pub struct StepView {
     /// Environment as rendered: secret values appear only as their `op://` references.
     pub env: BTreeMap<String, String>,
     pub fingerprint: String,
+    /// For a changed step: each field that differs from the definition it last ran with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<crate::state::definitions::Change>,
     /// `--probe` only: `satisfied`, `will run`, or `depends on earlier steps`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub probe: Option<String>,
@@ -237,6 +240,18 @@ pub fn build(ws: &Workspace, sel: &Selection, args: &SelectionArgs) -> DryRun {
         if status.will_run() {
             summary.to_run += 1;
         }
+        let changes = match (status, recorded.get(w.id())) {
+            (StepStatus::Changed, Some((_, old_fp))) => {
+                match (
+                    crate::state::definitions::load(&ws.state_dir, old_fp),
+                    serde_json::to_value(w),
+                ) {
+                    (Some(old), Ok(new)) => crate::state::definitions::diff(&old, &new),
+                    _ => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        };
         let view = match w {
             Work::Step(u) => StepView {
                 id: u.id.clone(),
@@ -266,6 +281,7 @@ pub fn build(ws: &Workspace, sel: &Selection, args: &SelectionArgs) -> DryRun {
                 env: u.env.clone(),
                 fingerprint: u.fingerprint.clone(),
                 probe: None,
+                changes: changes.clone(),
                 file: Some(u.file.display().to_string()),
                 line: Some(u.line),
             },
@@ -307,6 +323,7 @@ pub fn build(ws: &Workspace, sel: &Selection, args: &SelectionArgs) -> DryRun {
                 env: BTreeMap::new(),
                 fingerprint: g.fingerprint.clone(),
                 probe: None,
+                changes: changes.clone(),
                 file: None,
                 line: None,
             },

@@ -36,8 +36,7 @@ pub fn render(v: &DryRun, color: bool) -> String {
             ""
         }
     );
-    let _ = writeln!(
-        o,
+    let counts = format!(
         "{} steps and {} gates selected ({} prerequisites): {} to run, {} done, {} changed, {} failed, {} interrupted, {} never run",
         s.steps,
         s.gates,
@@ -49,6 +48,7 @@ pub fn render(v: &DryRun, color: bool) -> String {
         s.interrupted,
         s.never_run
     );
+    let _ = writeln!(o, "{counts}");
     if s.drift > 0 {
         let _ = writeln!(
             o,
@@ -103,6 +103,16 @@ pub fn render(v: &DryRun, color: bool) -> String {
         );
         if !st.description.is_empty() {
             let _ = writeln!(o, "      {}", st.description);
+        }
+        if !st.changes.is_empty() {
+            let _ = writeln!(o, "      changed since it ran:");
+            for c in &st.changes {
+                let _ = writeln!(
+                    o,
+                    "        {}",
+                    paint(color, "33", &crate::state::definitions::render(c))
+                );
+            }
         }
         let mut place = Vec::new();
         if let Some(c) = &st.cluster {
@@ -165,5 +175,7 @@ pub fn render(v: &DryRun, color: bool) -> String {
     for (i, w) in v.waves.iter().enumerate() {
         let _ = writeln!(o, "  {:>3}: {}", i + 1, w.join(", "));
     }
+    // Repeated at the bottom, where a long plan ends (Terraform's "Plan: 1 to add, …").
+    let _ = writeln!(o, "\n{} {counts}", paint(color, "1", "Plan:"));
     o
 }

@@ -99,8 +99,12 @@ fn from_finished(f: &Finished, program: &Program, timeout: Duration) -> Said {
     }
 }
 
-/// Read a dot path (`a.b.0.c`) from JSON.
+/// Read a field from JSON: a JSON pointer (`/metadata/labels/app.kubernetes.io~1name`, RFC 6901,
+/// for keys with dots or slashes) or a dot path (`a.b.0.c`).
 pub fn json_field<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
+    if path.starts_with('/') {
+        return v.pointer(path);
+    }
     let mut cur = v;
     for part in path.split('.').filter(|p| !p.is_empty()) {
         cur = match cur {

@@ -29,6 +29,23 @@ pub fn run_command(g: &Global, a: &RunArgs, choose: Chooser) -> Result<Exit> {
         None => (a.selection.phases.clone(), a.selection.steps.clone()),
     };
     let sel = ws.dag.select(&phases, &steps)?;
+    if !a.refresh && nothing_to_do(&ws, &sel, g, choose)? {
+        return Ok(Exit::Ok);
+    }
+    if !a.skip_preflight {
+        preflight(&ws, &sel)?;
+    }
+    // What this run runs, kept by fingerprint, for `plan` to diff against later.
+    crate::state::definitions::save(&ws.state_dir, sel.order.iter().map(|&i| &ws.dag.work[i]))?;
+    attach_junit(&ws, a.junit.as_deref());
+    report_context(
+        &ws,
+        &sel,
+        &crate::cli::Selection {
+            phases: phases.clone(),
+            steps: steps.clone(),
+        },
+    );
     let opts = RunOptions {
         phases,
         steps,
@@ -40,6 +57,137 @@ pub fn run_command(g: &Global, a: &RunArgs, choose: Chooser) -> Result<Exit> {
     };
     let mut environment = choose(&ws);
     runtime()?.block_on(execute(&ws, &sel, g, &opts, environment.as_mut()))
+}
+
+/// Before the first action: the tools the selection runs are on PATH (`--skip-preflight` skips it).
+fn preflight(ws: &Workspace, sel: &crate::dag::Selection) -> Result<()> {
+    let problems = crate::lint::preflight(&ws.spec, &ws.dag, &sel.order);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::error::UserErrors(problems).into())
+    }
+}
+
+/// The run report's context: fingerprints, and every selected unit in wave order.
+fn report_context(ws: &Workspace, sel: &crate::dag::Selection, args: &crate::cli::Selection) {
+    let view = crate::dryrun::build(ws, sel, args);
+    crate::report::set_context(crate::report::RunContext {
+        plan_fingerprint: view.basis.plan_fingerprint,
+        phases_fingerprint: view.basis.phases_fingerprint,
+        order: view.waves.into_iter().flatten().collect(),
+    });
+}
+
+/// Whether every gate item of the selection passes now (each asked once, read-only, as
+/// `plan --probe` asks checks).
+fn gates_hold(ws: &Workspace, sel: &crate::dag::Selection, choose: Chooser) -> Result<bool> {
+    let gates: Vec<&crate::dag::Gate> = sel
+        .order
+        .iter()
+        .filter_map(|&i| match &ws.dag.work[i] {
+            Work::Gate(g) => Some(g),
+            Work::Step(_) => None,
+        })
+        .collect();
+    if gates.iter().all(|g| g.items.is_empty()) {
+        return Ok(true);
+    }
+    let mut environment = choose(ws);
+    runtime()?.block_on(async {
+        let extra = environment.start().await?;
+        let env = super::base_env(ws, &extra);
+        let clusters = crate::checks::Clusters::new(
+            &ws.spec.plan,
+            env.get("KUBECONFIG").map(Into::into).unwrap_or_default(),
+        );
+        let redactor = crate::secrets::Redactor::new();
+        let mut hold = true;
+        'gates: for g in &gates {
+            for item in &g.items {
+                let ctx = action::Ctx {
+                    env: &env,
+                    stdin: false,
+                    log: None,
+                    redactor: &redactor,
+                    clusters: &clusters,
+                    cancel: crate::exec::Cancel::never(),
+                    id: &g.id,
+                    events: None,
+                    progress: None,
+                };
+                let t = item.timeout.min(std::time::Duration::from_secs(30));
+                if !action::once(&item.check, &ctx, t, "gate").await.passed {
+                    tracing::info!("{}: {} does not hold now; running", g.id, item.id);
+                    hold = false;
+                    break 'gates;
+                }
+            }
+        }
+        environment.stop().await;
+        Ok::<bool, color_eyre::Report>(hold)
+    })
+}
+
+/// `--junit FILE`: a JUnit reporter beside the chosen one.
+fn attach_junit(ws: &Workspace, file: Option<&std::path::Path>) {
+    if let Some(path) = file {
+        let phase_of = ws
+            .dag
+            .work
+            .iter()
+            .map(|w| (w.id().to_string(), w.phase().to_string()))
+            .collect();
+        let phases = ws.dag.phases.iter().map(|p| p.id.clone()).collect();
+        crate::report::attach(Box::new(crate::report::JunitReport::new(
+            path.to_path_buf(),
+            phases,
+            phase_of,
+        )));
+    }
+}
+
+/// Terraform's "No changes": when every selected step and gate is recorded done with its current
+/// definition, say so and write nothing (no lock, no journal record, no report). `--refresh` asks
+/// their checks again instead.
+fn nothing_to_do(
+    ws: &Workspace,
+    sel: &crate::dag::Selection,
+    g: &Global,
+    choose: Chooser,
+) -> Result<bool> {
+    let state = FileStore::new(&ws.state_dir).load()?;
+    let all_done = sel.order.iter().all(|&i| {
+        let w = &ws.dag.work[i];
+        state
+            .steps
+            .get(w.id())
+            .is_some_and(|s| s.outcome.is_done() && s.fingerprint == w.fingerprint())
+    });
+    if !all_done || sel.order.is_empty() {
+        return Ok(false);
+    }
+    // Gates prove their phase on every run: ask them (read-only, once). If the world drifted the
+    // run goes ahead and the gate fails there, by name.
+    if !gates_hold(ws, sel, choose)? {
+        return Ok(false);
+    }
+    let last = state.last_run.as_ref().map(|r| r.run_id.clone());
+    let e = crate::report::Event::NothingToDo {
+        steps: sel.order.len(),
+        last_run: last.clone(),
+    };
+    if g.output == crate::cli::OutputMode::Json {
+        use crate::report::Reporter;
+        crate::report::JsonLines.event(&e);
+    } else if !g.quiet {
+        eprintln!(
+            "No changes. All {} selected steps are done and unchanged and their gates hold{}; nothing to do.\n`bootstrap run --refresh` asks the steps' checks again; `bootstrap status` shows what is recorded.",
+            sel.order.len(),
+            last.map(|r| format!(" (last run {r})")).unwrap_or_default()
+        );
+    }
+    Ok(true)
 }
 
 /// Check a saved plan against now; return its selection. Stale: exit 2 naming what changed.
@@ -111,7 +259,40 @@ pub fn resume_command(g: &Global, a: &ResumeArgs, choose: Chooser) -> Result<Exi
         .help("start one with `bootstrap run`")
         .into());
     };
+    if last.outcome == "succeeded" {
+        let e = crate::report::Event::NothingToDo {
+            steps: 0,
+            last_run: Some(last.run_id.clone()),
+        };
+        if g.output == crate::cli::OutputMode::Json {
+            use crate::report::Reporter;
+            crate::report::JsonLines.event(&e);
+        } else if !g.quiet {
+            eprintln!(
+                "Nothing to resume: run {} succeeded. Start a new one with `bootstrap run`.",
+                last.run_id
+            );
+        }
+        return Ok(Exit::Ok);
+    }
     let sel = ws.dag.select(&last.phases, &last.steps)?;
+    if nothing_to_do(&ws, &sel, g, choose)? {
+        return Ok(Exit::Ok);
+    }
+    if !a.skip_preflight {
+        preflight(&ws, &sel)?;
+    }
+    // What this run runs, kept by fingerprint, for `plan` to diff against later.
+    crate::state::definitions::save(&ws.state_dir, sel.order.iter().map(|&i| &ws.dag.work[i]))?;
+    attach_junit(&ws, a.junit.as_deref());
+    report_context(
+        &ws,
+        &sel,
+        &crate::cli::Selection {
+            phases: last.phases.clone(),
+            steps: last.steps.clone(),
+        },
+    );
     let opts = RunOptions {
         phases: last.phases,
         steps: last.steps,
@@ -128,15 +309,17 @@ pub fn resume_command(g: &Global, a: &ResumeArgs, choose: Chooser) -> Result<Exi
 /// Version of the `bootstrap status --format json` shape (docs/engine.md).
 pub const STATUS_SCHEMA: u32 = 1;
 
-/// `bootstrap status`.
+/// `bootstrap status` (`--format json` or `--output json` for the JSON document).
 pub fn status_command(g: &Global, a: &StatusArgs) -> Result<Exit> {
     let ws = crate::lint::load(g)?;
     let state = FileStore::new(&ws.state_dir).load()?;
     let holder = Lock::holder(&ws.state_dir);
+    let keep = status_filter(&ws, &a.selection)?;
     let rows: Vec<serde_json::Value> = ws
         .dag
         .work
         .iter()
+        .filter(|w| keep(w))
         .map(|w| {
             let rec = state.steps.get(w.id());
             let status = match rec {
@@ -164,66 +347,180 @@ pub fn status_command(g: &Global, a: &StatusArgs) -> Result<Exit> {
             })
         })
         .collect();
-    match a.format {
-        StatusFormat::Json => {
-            let v = serde_json::json!({
-                "schema": STATUS_SCHEMA,
-                "state_dir": ws.state_dir.display().to_string(),
-                "last_run": state.last_run,
-                "locked_by": holder,
-                "steps": rows,
-            });
-            println!("{}", serde_json::to_string_pretty(&v)?);
-        }
-        StatusFormat::Text => {
-            let mut o = String::new();
-            match &state.last_run {
-                Some(r) => {
-                    let _ = writeln!(
-                        o,
-                        "last run {}: {} (started {}{})",
-                        r.run_id,
-                        r.outcome,
-                        r.started,
-                        r.finished
-                            .as_ref()
-                            .map(|f| format!(", finished {f}"))
-                            .unwrap_or_default()
-                    );
-                }
-                None => {
-                    let _ = writeln!(o, "no run recorded in {}", ws.state_dir.display());
-                }
-            }
-            if let Some(h) = holder {
-                let _ = writeln!(o, "locked by {h}");
-            }
+    if a.format == StatusFormat::Json || g.output == crate::cli::OutputMode::Json {
+        let v = serde_json::json!({
+            "schema": STATUS_SCHEMA,
+            "state_dir": ws.state_dir.display().to_string(),
+            "last_run": state.last_run,
+            "locked_by": holder,
+            "steps": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(Exit::Ok);
+    }
+    let mut o = String::new();
+    match &state.last_run {
+        Some(r) => {
             let _ = writeln!(
                 o,
-                "{:<40} {:<12} {:>8} {:>9}  LOG",
-                "STEP", "STATUS", "ATTEMPTS", "DURATION"
+                "last run {}: {} (started {}{})",
+                r.run_id,
+                r.outcome,
+                r.started,
+                r.finished
+                    .as_ref()
+                    .map(|f| format!(", finished {f}"))
+                    .unwrap_or_default()
             );
-            for r in &rows {
-                let _ = writeln!(
-                    o,
-                    "{:<40} {:<12} {:>8} {:>9}  {}",
-                    r["id"].as_str().unwrap_or(""),
-                    r["status"].as_str().unwrap_or(""),
-                    r["attempts"]
-                        .as_u64()
-                        .map(|x| x.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    r["duration_ms"]
-                        .as_u64()
-                        .map(|x| format!("{:.1}s", x as f64 / 1000.0))
-                        .unwrap_or_else(|| "-".into()),
-                    r["log"].as_str().unwrap_or("")
-                );
-            }
-            print!("{o}");
+        }
+        None => {
+            let _ = writeln!(o, "no run recorded in {}", ws.state_dir.display());
         }
     }
+    if let Some(h) = holder {
+        let _ = writeln!(o, "locked by {h}");
+    }
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let cell = |r: &serde_json::Value| -> [String; 5] {
+        [
+            r["id"].as_str().unwrap_or("").to_string(),
+            r["status"].as_str().unwrap_or("").to_string(),
+            r["attempts"]
+                .as_u64()
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| "-".into()),
+            r["duration_ms"]
+                .as_u64()
+                .map(crate::report::summary::duration)
+                .unwrap_or_else(|| "-".into()),
+            r["log"]
+                .as_str()
+                .filter(|l| !l.is_empty())
+                .map(|l| relative(l, &cwd))
+                .unwrap_or_default(),
+        ]
+    };
+    let cells: Vec<[String; 5]> = rows.iter().map(cell).collect();
+    let head = ["STEP", "STATUS", "ATTEMPTS", "DURATION", "LOG"];
+    let width = |c: usize| {
+        cells
+            .iter()
+            .map(|r| r[c].chars().count())
+            .chain([head[c].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let w: Vec<usize> = (0..4).map(width).collect();
+    let line = |r: &[String]| {
+        format!(
+            "  {:<w0$}  {:<w1$}  {:>w2$}  {:>w3$}  {}",
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        )
+        .trim_end()
+        .to_string()
+    };
+    for p in &ws.dag.phases {
+        let members: Vec<usize> = (0..rows.len())
+            .filter(|&i| rows[i]["phase"] == p.id.as_str())
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let _ = writeln!(o, "\n{} — {}", p.id, p.title);
+        let heading: Vec<String> = head.iter().map(|h| h.to_string()).collect();
+        let _ = writeln!(o, "{}", line(&heading));
+        for i in members {
+            let _ = writeln!(o, "{}", line(&cells[i]));
+        }
+    }
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for st in [
+        "done",
+        "satisfied",
+        "failed",
+        "interrupted",
+        "changed",
+        "never-run",
+    ] {
+        let n = rows.iter().filter(|r| r["status"] == st).count();
+        if n > 0 || matches!(st, "done" | "failed" | "never-run") {
+            counts.push((st, n));
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\n{} step{}: {}",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" },
+        counts
+            .iter()
+            .map(|(st, n)| format!("{n} {}", st.replace('-', " ")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    print!("{o}");
     Ok(Exit::Ok)
+}
+
+/// `path` relative to `cwd` when it is below it.
+fn relative(path: &str, cwd: &std::path::Path) -> String {
+    std::path::Path::new(path)
+        .strip_prefix(cwd)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| path.to_string())
+}
+
+/// `status --phase/--step`: which rows to show (unknown phases and steps are errors, with a
+/// suggestion).
+fn status_filter<'a>(
+    ws: &'a Workspace,
+    sel: &crate::cli::Selection,
+) -> Result<impl Fn(&Work) -> bool + 'a> {
+    for p in &sel.phases {
+        if !ws.dag.phases.iter().any(|x| &x.id == p) {
+            let mut e = UserError::new(format!("no phase named {p:?}")).field("--phase");
+            if let Some(h) = crate::suggest::hint(p, ws.dag.phases.iter().map(|x| x.id.as_str())) {
+                e = e.help(h);
+            }
+            return Err(e.into());
+        }
+    }
+    let mut pats = Vec::new();
+    for s in &sel.steps {
+        let pat = glob::Pattern::new(s).map_err(|e| {
+            UserError::new(format!("invalid step pattern {s:?}: {e}")).field("--step")
+        })?;
+        if !ws
+            .dag
+            .work
+            .iter()
+            .any(|w| pat.matches(w.id()) || matches!(w, Work::Step(u) if pat.matches(&u.step)))
+        {
+            let mut e = UserError::new(format!("no step matches {s:?}")).field("--step");
+            e = match crate::suggest::hint(s, ws.dag.work.iter().map(|w| w.id())) {
+                Some(h) => e.help(h),
+                None => e.help("run `bootstrap status` to list step ids"),
+            };
+            return Err(e.into());
+        }
+        pats.push(pat);
+    }
+    let phases = sel.phases.clone();
+    Ok(move |w: &Work| {
+        (phases.is_empty() || phases.iter().any(|p| p == w.phase()))
+            && (pats.is_empty()
+                || pats.iter().any(|pat| {
+                    pat.matches(w.id()) || matches!(w, Work::Step(u) if pat.matches(&u.step))
+                }))
+    })
 }
 
 /// `bootstrap reset`.
@@ -265,9 +562,14 @@ pub fn reset_command(g: &Global, a: &ResetArgs) -> Result<Exit> {
                     .map(|w| w.id().to_string()),
             );
             if set.len() == before && !ws.dag.work.iter().any(|w| pat.matches(w.id())) {
-                return Err(UserError::new(format!("no step matches {s:?}"))
-                    .help("run `bootstrap status` to list step ids")
-                    .into());
+                let e = UserError::new(format!("no step matches {s:?}"));
+                return Err(
+                    match crate::suggest::hint(s, ws.dag.work.iter().map(|w| w.id())) {
+                        Some(h) => e.help(h),
+                        None => e.help("run `bootstrap status` to list step ids"),
+                    }
+                    .into(),
+                );
             }
         }
         ids = set.into_iter().collect();
@@ -293,7 +595,17 @@ pub fn reset_command(g: &Global, a: &ResetArgs) -> Result<Exit> {
         ids: ids.clone(),
         all: a.all,
     })?;
-    if !g.quiet {
+    if g.output == crate::cli::OutputMode::Json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "schema": 1,
+                "state_dir": ws.state_dir.display().to_string(),
+                "all": a.all,
+                "forgot": ids,
+            })
+        );
+    } else if !g.quiet {
         if a.all {
             eprintln!(
                 "forgot every recorded outcome in {}",

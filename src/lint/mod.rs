@@ -22,6 +22,7 @@ mod plan;
 mod secrets;
 mod shell;
 mod talos;
+mod tool_versions;
 pub mod tools;
 mod versions;
 
@@ -204,16 +205,47 @@ pub fn errors(spec: &crate::spec::load::Spec, dag: &Dag, state_dir: &Path) -> Ve
 
 /// `bootstrap lint`.
 pub fn lint_command(g: &Global, a: &LintArgs) -> Result<Exit> {
-    let spec = crate::spec::load_spec(&g.plan, &g.phases)?;
-    let state_dir = state_dir_for(g, &spec.plan.name.value);
-    let dag = Dag::build(&spec, &state_dir);
-    let mut findings = collect(
-        &spec,
-        dag.as_ref().map_err(|e| e.0.clone()),
-        &state_dir,
-        a.online,
-        a.tools.then_some(&a.selection),
-    );
+    // Files that do not load are findings too (with a count and `--output json`), not a bare error.
+    let (mut findings, files) = match crate::spec::load_spec(&g.plan, &g.phases) {
+        Ok(spec) => {
+            let state_dir = state_dir_for(g, &spec.plan.name.value);
+            let dag = Dag::build(&spec, &state_dir);
+            let f = collect(
+                &spec,
+                dag.as_ref().map_err(|e| e.0.clone()),
+                &state_dir,
+                a.online,
+                a.tools.then_some(&a.selection),
+            );
+            (
+                f,
+                format!(
+                    "{} and {} phase file(s)",
+                    spec.plan_file.display(),
+                    spec.phases.len()
+                ),
+            )
+        }
+        Err(errs) => (
+            errs.0
+                .into_iter()
+                .map(|e| Finding::error("load", e))
+                .collect(),
+            String::new(),
+        ),
+    };
+    // One finding per place: a typo in a step expanded for two clusters is one typo.
+    let mut seen = std::collections::HashSet::new();
+    findings.retain(|f| {
+        seen.insert((
+            f.rule,
+            f.error.file.clone(),
+            f.error.line,
+            f.error.column,
+            f.error.field.clone(),
+            f.error.message.clone(),
+        ))
+    });
     findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let errors = findings
         .iter()
@@ -254,16 +286,12 @@ pub fn lint_command(g: &Global, a: &LintArgs) -> Result<Exit> {
     }
     if findings.is_empty() {
         if !g.quiet && g.output != crate::cli::OutputMode::Json {
-            println!(
-                "lint: no problems in {} and {} phase file(s)",
-                spec.plan_file.display(),
-                spec.phases.len()
-            );
+            println!("lint: no problems in {files}");
         }
         return Ok(Exit::Ok);
     }
     if errors > 0 || a.strict {
-        if !findings.is_empty() {
+        if !findings.is_empty() && g.output != crate::cli::OutputMode::Json {
             eprintln!();
         }
         return Err(color_eyre::Report::new(ExitError::new(
@@ -278,6 +306,26 @@ pub fn lint_command(g: &Global, a: &LintArgs) -> Result<Exit> {
         eprintln!("\nlint: {warnings} warning(s), no errors (--strict makes warnings fail)");
     }
     Ok(Exit::Ok)
+}
+
+/// The preflight of `run` and `resume`, before the first action: every tool the steps about to run
+/// need is on PATH (what `lint --tools` checks), and talosctl, flux and kubectl are the versions the
+/// plan says. `--skip-preflight` skips it.
+pub fn preflight(spec: &crate::spec::load::Spec, dag: &Dag, order: &[usize]) -> Vec<UserError> {
+    let mut out: Vec<UserError> = files::tool_findings(spec, dag, order)
+        .into_iter()
+        .map(|e| e.help("install it or add its directory to PATH; `--skip-preflight` runs anyway"))
+        .collect();
+    // ... and they are the versions the plan says.
+    out.extend(
+        tool_versions::findings(spec, dag, order)
+            .into_iter()
+            .map(|e| {
+                let help = e.help.clone().unwrap_or_default();
+                e.help(format!("{help}; `--skip-preflight` runs anyway"))
+            }),
+    );
+    out
 }
 
 /// The `--online` findings alone, masked (for `plan --probe`, which shows them as warnings).

@@ -1,16 +1,47 @@
-//! The markdown run report, written to the state directory after every run: what ran, what was
-//! skipped and why, durations, the gate evidence, and the tail of each failure's log.
+//! The markdown run report, written to the state directory after every run: who ran it where and
+//! when, the outcome and duration, what ran, what was skipped and why, durations, the gate evidence,
+//! and the tail of each failure's log.
+//!
+//! The report is (re)written when the `run-finished` event arrives, so it always carries the outcome;
+//! it is then also appended to `$GITHUB_STEP_SUMMARY` when that is set.
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use super::{Event, Reporter};
 
+/// What a run was asked to do, known before it starts (set by `run` and `resume`): the plan's and
+/// phases' fingerprints, and every selected unit in wave order, so the report lists steps that
+/// never started too.
+#[derive(Debug, Clone, Default)]
+pub struct RunContext {
+    pub plan_fingerprint: String,
+    pub phases_fingerprint: String,
+    /// Unit ids in wave order.
+    pub order: Vec<String>,
+}
+
+static CONTEXT: std::sync::Mutex<Option<RunContext>> = std::sync::Mutex::new(None);
+
+/// Tell the next run's report what the run was asked to do.
+pub fn set_context(c: RunContext) {
+    if let Ok(mut g) = CONTEXT.lock() {
+        *g = Some(c);
+    }
+}
+
+fn context() -> Option<RunContext> {
+    CONTEXT.lock().ok().and_then(|g| g.clone())
+}
+
 #[derive(Default)]
 pub struct MarkdownReport {
     events: Vec<Event>,
     /// Failure tails by step id (filled by the engine).
     pub tails: std::collections::BTreeMap<String, String>,
+    /// Where the report goes, once known (`write`, or `in_dir`).
+    state_dir: Option<PathBuf>,
+    tally: super::Tally,
 }
 
 impl MarkdownReport {
@@ -18,9 +49,23 @@ impl MarkdownReport {
         Self::default()
     }
 
+    /// A report that writes itself to `state_dir` when the run finishes.
+    pub fn in_dir(state_dir: &Path) -> Self {
+        MarkdownReport {
+            state_dir: Some(state_dir.to_path_buf()),
+            ..Self::default()
+        }
+    }
+
+    /// `reports/<run id>.md` under the state dir (the path the `run-finished` event names).
+    pub fn path_for(state_dir: &Path, run_id: &str) -> PathBuf {
+        state_dir.join("reports").join(format!("{run_id}.md"))
+    }
+
     pub fn render(&self) -> String {
         let mut o = String::new();
         let mut run_id = String::new();
+        let ctx = context();
         for e in &self.events {
             if let Event::RunStarted {
                 run_id: r,
@@ -33,9 +78,21 @@ impl MarkdownReport {
                 run_id = r.clone();
                 let _ = writeln!(
                     o,
-                    "# Run {r}\n\n- Plan: `{plan}`{}\n- Steps selected: {steps}\n",
-                    if *lab { " (lab)" } else { "" }
+                    "# Run {r}\n\n- Plan: `{plan}`{}\n- Steps selected: {steps}\n- By: {} on {}\n- Tool: bootstrap {}\n",
+                    if *lab { " (lab)" } else { "" },
+                    std::env::var("USER")
+                        .or_else(|_| std::env::var("LOGNAME"))
+                        .unwrap_or_else(|_| "unknown".into()),
+                    crate::state::hostname(),
+                    crate::version::LONG,
                 );
+                if let Some(c) = &ctx {
+                    let _ = writeln!(
+                        o,
+                        "- Plan fingerprint: `{}`\n- Phases fingerprint: `{}`\n",
+                        c.plan_fingerprint, c.phases_fingerprint
+                    );
+                }
             }
         }
         if let Some(Event::RunFinished {
@@ -51,8 +108,9 @@ impl MarkdownReport {
         {
             let _ = writeln!(
                 o,
-                "**Outcome: {outcome}** in {:.1}s.{}\n",
-                *duration_ms as f64 / 1000.0,
+                "**Outcome: {outcome}** in {}. {}.{}\n",
+                super::summary::duration(*duration_ms),
+                self.tally.counts(),
                 if failed.is_empty() {
                     String::new()
                 } else {
@@ -71,8 +129,11 @@ impl MarkdownReport {
             o,
             "## Steps\n\n| Step | Outcome | Attempts | Duration | Exit | Log |\n|---|---|---|---|---|---|"
         );
+        // One row per unit (its last word), in wave order when the run's context is known.
+        let mut rows: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
+        let mut seen: Vec<&str> = Vec::new();
         for e in &self.events {
-            match e {
+            let (id, row) = match e {
                 Event::StepFinished {
                     id,
                     outcome,
@@ -81,31 +142,51 @@ impl MarkdownReport {
                     exit_code,
                     log,
                     ..
-                } => {
-                    let _ = writeln!(
-                        o,
-                        "| `{id}` | {outcome} | {attempts} | {:.1}s | {} | `{log}` |",
-                        *duration_ms as f64 / 1000.0,
+                } => (
+                    id,
+                    format!(
+                        "| `{id}` | {outcome} | {attempts} | {} | {} | `{log}` |",
+                        super::summary::duration(*duration_ms),
                         exit_code
                             .map(|c| c.to_string())
                             .unwrap_or_else(|| "–".into())
-                    );
-                }
-                Event::StepSkipped { id, reason } => {
-                    let _ = writeln!(
-                        o,
+                    ),
+                ),
+                // A passing check is announced as a skip, then finished as `satisfied`.
+                Event::StepSkipped { id, reason } if !reason.starts_with("check passed") => (
+                    id,
+                    format!(
                         "| `{id}` | skipped: {} | 0 | – | – | – |",
                         reason.replace('|', "\\|")
-                    );
-                }
-                Event::ConfirmationRequired { id, .. } => {
-                    let _ = writeln!(
-                        o,
-                        "| `{id}` | not run: needs confirmation (--yes) | 0 | – | – | – |"
-                    );
-                }
-                _ => {}
+                    ),
+                ),
+                Event::ConfirmationRequired { id, .. } => (
+                    id,
+                    format!("| `{id}` | not run: needs confirmation (--yes) | 0 | – | – | – |"),
+                ),
+                _ => continue,
+            };
+            if rows.insert(id.as_str(), row).is_none() {
+                seen.push(id.as_str());
             }
+        }
+        let order: Vec<&str> = match &ctx {
+            Some(c) if !c.order.is_empty() => c.order.iter().map(String::as_str).collect(),
+            _ => seen.clone(),
+        };
+        for id in &order {
+            match rows.get(id) {
+                Some(r) => {
+                    let _ = writeln!(o, "{r}");
+                }
+                None => {
+                    let _ = writeln!(o, "| `{id}` | not started | 0 | – | – | – |");
+                }
+            }
+        }
+        // Anything the context did not list (it should not happen) still shows.
+        for id in seen.iter().filter(|id| !order.contains(id)) {
+            let _ = writeln!(o, "{}", rows[id]);
         }
         let gate_events: Vec<&Event> = self
             .events
@@ -171,10 +252,15 @@ impl MarkdownReport {
     }
 
     /// Write `reports/<run id>.md` and `last-run.md` under the state dir; returns the report path.
-    pub fn write(&self, state_dir: &Path, run_id: &str) -> std::io::Result<PathBuf> {
-        let dir = state_dir.join("reports");
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join(format!("{run_id}.md"));
+    /// The state dir is remembered: the report is written again, complete, on `run-finished`.
+    pub fn write(&mut self, state_dir: &Path, run_id: &str) -> std::io::Result<PathBuf> {
+        self.state_dir = Some(state_dir.to_path_buf());
+        self.write_files(state_dir, run_id)
+    }
+
+    fn write_files(&self, state_dir: &Path, run_id: &str) -> std::io::Result<PathBuf> {
+        let path = Self::path_for(state_dir, run_id);
+        std::fs::create_dir_all(state_dir.join("reports"))?;
         let text = self.render();
         std::fs::write(&path, &text)?;
         std::fs::write(state_dir.join("last-run.md"), &text)?;
@@ -184,8 +270,29 @@ impl MarkdownReport {
 
 impl Reporter for MarkdownReport {
     fn event(&mut self, e: &Event) {
-        if !matches!(e, Event::Output { .. }) {
-            self.events.push(e.clone());
+        if matches!(e, Event::Output { .. } | Event::Heartbeat { .. }) {
+            return;
+        }
+        self.tally.add(e);
+        self.events.push(e.clone());
+        if let (Event::RunFinished { run_id, .. }, Some(dir)) = (e, self.state_dir.clone()) {
+            if let Err(err) = self.write_files(&dir, run_id) {
+                eprintln!("warning: cannot write the run report: {err}");
+            }
+            // GitHub Actions shows this file on the run's page.
+            if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|v| !v.is_empty())
+            {
+                use std::io::Write as _;
+                let text = self.render();
+                let appended = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&summary)
+                    .and_then(|mut f| f.write_all(format!("{text}\n").as_bytes()));
+                if let Err(err) = appended {
+                    eprintln!("warning: cannot append to $GITHUB_STEP_SUMMARY: {err}");
+                }
+            }
         }
     }
 }

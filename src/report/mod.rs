@@ -4,14 +4,19 @@
 //! Owns presentation only. It never decides outcomes: the engine emits, reporters render.
 
 mod bars;
+pub mod junit;
 mod markdown;
+pub mod summary;
 
 use std::io::Write;
+use std::sync::Mutex;
 
 use serde::Serialize;
 
 pub use bars::Bars;
-pub use markdown::MarkdownReport;
+pub use junit::JunitReport;
+pub use markdown::{MarkdownReport, RunContext, set_context};
+pub use summary::Tally;
 
 /// Version of the JSON event shape (`--output json`), bumped on incompatible changes.
 pub const EVENT_SCHEMA: u32 = 1;
@@ -74,6 +79,11 @@ pub enum Event {
         id: String,
         description: String,
     },
+    /// Every selected step is done and unchanged: the run did not start (nothing was written).
+    NothingToDo {
+        steps: usize,
+        last_run: Option<String>,
+    },
     GateItem {
         phase: String,
         item: String,
@@ -106,9 +116,48 @@ pub struct Envelope<'a> {
 pub trait Reporter: Send {
     fn event(&mut self, e: &Event);
     fn finish(&mut self) {}
+    /// Run `f` (a prompt) with the reporter's live display put away, then redraw it.
+    fn suspend(&mut self, f: &mut dyn FnMut()) {
+        f()
+    }
 }
 
-/// One JSON object per event on stdout.
+/// The run as the reporters have seen it so far: the counts for the closing summary.
+///
+/// Kept per process and fed by [`Fanout`], because `Plain` and `JsonLines` are built by the
+/// dispatcher as plain values; a reporter reads it when the run finishes.
+static TALLY: Mutex<Option<Tally>> = Mutex::new(None);
+
+fn tally_add(e: &Event) {
+    if let Ok(mut t) = TALLY.lock() {
+        if matches!(e, Event::RunStarted { .. }) {
+            *t = Some(Tally::default());
+        }
+        t.get_or_insert_with(Tally::default).add(e);
+    }
+}
+
+/// The counts of the current run (as fed through [`Fanout`]).
+pub fn current_tally() -> Tally {
+    TALLY
+        .lock()
+        .ok()
+        .and_then(|t| t.clone())
+        .unwrap_or_default()
+}
+
+/// Reporters asked for by the command line beside the chosen one (`--junit`), attached before the
+/// run starts. Every [`Fanout`] also feeds them.
+static ATTACHED: Mutex<Vec<Box<dyn Reporter>>> = Mutex::new(Vec::new());
+
+/// Attach a reporter to the next run's event stream.
+pub fn attach(r: Box<dyn Reporter>) {
+    if let Ok(mut v) = ATTACHED.lock() {
+        v.push(r);
+    }
+}
+
+/// One JSON object per event on stdout. `run-finished` also carries `counts` (see docs/engine.md).
 pub struct JsonLines;
 
 impl Reporter for JsonLines {
@@ -118,7 +167,18 @@ impl Reporter for JsonLines {
             ts: crate::state::now(),
             event: e,
         };
-        if let Ok(line) = serde_json::to_string(&env) {
+        let value = serde_json::to_value(&env).map(|mut v| {
+            if matches!(e, Event::RunFinished { .. })
+                && let (Some(o), Ok(c)) = (
+                    v.as_object_mut(),
+                    serde_json::to_value(current_tally().closed()),
+                )
+            {
+                o.insert("counts".into(), c);
+            }
+            v
+        });
+        if let Ok(line) = value.and_then(|v| serde_json::to_string(&v)) {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
@@ -139,18 +199,7 @@ fn hms() -> String {
 impl Reporter for Plain {
     fn event(&mut self, e: &Event) {
         let line = match e {
-            Event::RunStarted {
-                run_id,
-                plan,
-                lab,
-                steps,
-                concurrency,
-                resumed,
-            } => Some(format!(
-                "{} run {run_id} on plan {plan}{}: {steps} steps, up to {concurrency} at once",
-                if *resumed { "resuming" } else { "starting" },
-                if *lab { " (lab)" } else { "" }
-            )),
+            Event::RunStarted { .. } => summary::header(e),
             Event::PhaseStarted { phase } => Some(format!("phase {phase}")),
             Event::Heartbeat {
                 id,
@@ -221,16 +270,8 @@ impl Reporter for Plain {
                 "gate   {phase}: {}",
                 if *passed { "passed" } else { "FAILED" }
             )),
-            Event::RunFinished {
-                run_id,
-                outcome,
-                duration_ms,
-                report,
-                ..
-            } => Some(format!(
-                "run {run_id} {outcome} in {:.1}s; report: {report}",
-                *duration_ms as f64 / 1000.0
-            )),
+            Event::NothingToDo { steps, .. } => Some(format!("nothing to do: {steps} steps done")),
+            Event::RunFinished { .. } => summary::line(e, &current_tally()),
         };
         if let Some(l) = line {
             if self.quiet
@@ -282,13 +323,30 @@ pub struct Fanout(pub Vec<Box<dyn Reporter>>);
 
 impl Reporter for Fanout {
     fn event(&mut self, e: &Event) {
+        tally_add(e);
         for r in &mut self.0 {
             r.event(e);
+        }
+        if let Ok(mut v) = ATTACHED.lock() {
+            for r in v.iter_mut() {
+                r.event(e);
+            }
         }
     }
     fn finish(&mut self) {
         for r in &mut self.0 {
             r.finish();
+        }
+        if let Ok(mut v) = ATTACHED.lock() {
+            for r in v.iter_mut() {
+                r.finish();
+            }
+        }
+    }
+    fn suspend(&mut self, f: &mut dyn FnMut()) {
+        match self.0.first_mut() {
+            Some(r) => r.suspend(f),
+            None => f(),
         }
     }
 }

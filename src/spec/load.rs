@@ -75,7 +75,7 @@ fn strip_location(s: &str) -> String {
 fn yaml_help(e: &serde_saphyr::Error) -> String {
     let msg = e.without_snippet().to_string();
     if msg.contains("unknown field") {
-        "remove the field or correct its spelling; the expected fields are listed above".into()
+        unknown_field_help(&msg)
     } else if msg.contains("missing field") {
         "add the missing field".into()
     } else if msg.contains("invalid IP")
@@ -92,6 +92,30 @@ fn yaml_help(e: &serde_saphyr::Error) -> String {
         "write true or false (YAML 1.2: yes/no/on/off are not booleans)".into()
     } else {
         "fix the YAML at the position shown".into()
+    }
+}
+
+/// "did you mean `timeout`?" for serde's "unknown field `timout`, expected one of a, b, …".
+fn unknown_field_help(msg: &str) -> String {
+    let re = regex::Regex::new(r"unknown field `([^`]+)`, expected (?:one of )?(.*)")
+        .expect("static regex");
+    let fallback = "remove the field or correct its spelling; the expected fields are listed above"
+        .to_string();
+    let Some(c) = re.captures(msg) else {
+        return fallback;
+    };
+    let field = &c[1];
+    let expected: Vec<String> = c[2]
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split(',')
+        .map(|f| f.trim().trim_matches('`').trim().to_string())
+        .filter(|f| !f.is_empty())
+        .collect();
+    match crate::suggest::closest(field, expected.iter().map(String::as_str)) {
+        Some(near) => format!("did you mean `{near}`?"),
+        None => fallback,
     }
 }
 

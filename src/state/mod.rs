@@ -4,6 +4,7 @@
 //! same records in a Kubernetes object). It never stores secret values: records hold ids, outcomes,
 //! fingerprints, exit codes, durations and log paths, and details pass through redaction first.
 
+pub mod definitions;
 mod journal;
 mod lock;
 
