@@ -54,16 +54,13 @@ pub struct RunOptions {
 
 /// Whether prompts are possible: stdin and stderr are terminals and CI is unset.
 pub fn interactive() -> bool {
-    std::io::stdin().is_terminal()
-        && std::io::stderr().is_terminal()
-        && std::env::var_os("CI").is_none()
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal() && !crate::color::is_ci()
 }
 
 fn reporter_for(g: &Global) -> Box<dyn Reporter> {
     if g.output == OutputMode::Json {
         Box::new(JsonLines)
-    } else if std::env::var_os("CI").is_some() || !std::io::stderr().is_terminal() || g.verbose > 0
-    {
+    } else if crate::color::is_ci() || !crate::color::get().live || g.verbose > 0 {
         Box::new(Plain {
             verbose: g.verbose > 0,
             quiet: g.quiet,
@@ -278,6 +275,10 @@ fn finish(run: &mut run::Run, disp: &Dispatcher, signals: &Signals, g: &Global) 
         .iter()
         .map(|&i| run.ws.dag.work[i].id().to_string())
         .collect();
+    // The failures' tails first, so the reporters' closing summary is the run's last line.
+    if g.output != OutputMode::Json {
+        print_summary(run, disp, outcome, g);
+    }
     run.emit(Event::RunFinished {
         run_id: run.run_id.clone(),
         outcome: outcome.as_str().into(),
@@ -286,9 +287,6 @@ fn finish(run: &mut run::Run, disp: &Dispatcher, signals: &Signals, g: &Global) 
         report: report_path,
     });
     run.reporter.finish();
-    if g.output != OutputMode::Json {
-        print_summary(run, disp, outcome, g);
-    }
     Ok(match outcome {
         RunOutcome::Succeeded => Exit::Ok,
         RunOutcome::Interrupted => signals.exit(),
