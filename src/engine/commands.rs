@@ -115,6 +115,7 @@ fn gates_hold(ws: &Workspace, sel: &crate::dag::Selection, choose: Chooser) -> R
                     id: &g.id,
                     events: None,
                     progress: None,
+                    spawned: None,
                 };
                 let t = item.timeout.min(std::time::Duration::from_secs(30));
                 if !action::once(&item.check, &ctx, t, "gate").await.passed {
@@ -709,6 +710,7 @@ pub fn probe(ws: &Workspace, view: &mut DryRun, choose: Chooser) -> Result<()> {
                     id: &s.id,
                     events: None,
                     progress: None,
+                    spawned: None,
                 };
                 let said =
                     action::once(check, &ctx, std::time::Duration::from_secs(30), "probe").await;
