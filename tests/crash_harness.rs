@@ -21,7 +21,12 @@ fn bootstrap(state: &Path, args: &[&str]) -> Command {
     c.arg("--state-dir")
         .arg(state)
         .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        // BOOTSTRAP_TEST_ROOT: a copy of the tree to run from (a long harness run is not disturbed
+        // by edits to phases/).
+        .current_dir(
+            std::env::var_os("BOOTSTRAP_TEST_ROOT")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
         .env("CI", "true")
         .env("NO_COLOR", "1")
         .env_remove("BOOTSTRAP_PLAN")
