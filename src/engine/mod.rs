@@ -4,11 +4,10 @@
 //! [`prepare`] decides what must run before it starts; [`environment`] is where steps run (the real
 //! world, or the lab wired by the command line); [`signals`] owns INT/TERM/HUP.
 //!
-//! Owns `run`, `resume`, `status`, `reset`, `unlock` and `plan --probe`. It never renders output
-//! itself.
+//! Owns running a selection. It never renders output itself and never knows the command line's
+//! choices beyond [`RunOptions`]; the commands live in `crate::commands`.
 
-mod action;
-mod commands;
+pub(crate) mod action;
 pub mod dispatch;
 pub mod environment;
 mod prepare;
@@ -33,11 +32,6 @@ use crate::workspace::Workspace;
 use dispatch::{Dispatcher, RunOutcome};
 use environment::Environment;
 use signals::Signals;
-
-pub use commands::{
-    STATUS_SCHEMA, probe, reset_command, resume_command, run_command, status_command,
-    unlock_command,
-};
 
 /// How a run was asked for.
 #[derive(Debug, Clone)]
@@ -85,7 +79,7 @@ fn log_path(state_dir: &Path, run_id: &str, id: &str) -> PathBuf {
 }
 
 /// The environment every step gets (before its own `env`).
-fn base_env(ws: &Workspace, lab_env: &[(String, String)]) -> BTreeMap<String, String> {
+pub(crate) fn base_env(ws: &Workspace, lab_env: &[(String, String)]) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     let kubeconfig = crate::render::plan_path(
         &ws.spec.plan,
