@@ -24,6 +24,7 @@
 pub mod checks;
 pub mod cli;
 pub mod color;
+pub mod commands;
 pub mod completion;
 pub mod dag;
 pub mod dryrun;

@@ -83,19 +83,19 @@ fn main() -> ExitCode {
     let result = match cli.command {
         // The lab is wired here, as the environment of lab plans; the engine never knows it.
         Command::Plan(args) => {
-            bootstrap::dryrun::plan_command(g, &args, &bootstrap::lab::environment_for)
+            bootstrap::commands::plan_command(g, &args, &bootstrap::lab::environment_for)
         }
-        Command::Graph(args) => bootstrap::dryrun::graph_command(g, &args),
+        Command::Graph(args) => bootstrap::commands::graph_command(g, &args),
         Command::Lint(args) => bootstrap::lint::lint_command(g, &args),
         Command::Run(args) => {
-            bootstrap::engine::run_command(g, &args, &bootstrap::lab::environment_for)
+            bootstrap::commands::run_command(g, &args, &bootstrap::lab::environment_for)
         }
         Command::Resume(args) => {
-            bootstrap::engine::resume_command(g, &args, &bootstrap::lab::environment_for)
+            bootstrap::commands::resume_command(g, &args, &bootstrap::lab::environment_for)
         }
-        Command::Status(args) => bootstrap::engine::status_command(g, &args),
-        Command::Reset(args) => bootstrap::engine::reset_command(g, &args),
-        Command::Unlock(args) => bootstrap::engine::unlock_command(g, &args),
+        Command::Status(args) => bootstrap::commands::status_command(g, &args),
+        Command::Reset(args) => bootstrap::commands::reset_command(g, &args),
+        Command::Unlock(args) => bootstrap::commands::unlock_command(g, &args),
         Command::Logs(args) => bootstrap::inspect::logs_command(g, &args),
         Command::Show(args) => bootstrap::inspect::show_command(g, &args),
         Command::Man => bootstrap::inspect::man_command(),

@@ -21,7 +21,12 @@ fn bootstrap(state: &Path, args: &[&str]) -> Command {
     c.arg("--state-dir")
         .arg(state)
         .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        // BOOTSTRAP_TEST_ROOT: a copy of the tree to run from (a long harness run is not disturbed
+        // by edits to phases/).
+        .current_dir(
+            std::env::var_os("BOOTSTRAP_TEST_ROOT")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
         .env("CI", "true")
         .env("NO_COLOR", "1")
         .env_remove("BOOTSTRAP_PLAN")
@@ -199,7 +204,27 @@ fn one(t: &Trial, baseline: &BTreeSet<(String, String, String)>) -> Result<(), S
         })
         .filter_map(|r| r["id"].as_str().map(String::from))
         .collect();
-    let resumed = bootstrap(&state, &["resume", "--yes"]).spawn().unwrap();
+    // Killed before it recorded its start (still loading the plan): there is no run to resume,
+    // and `resume` says so (exit 2); the user runs again.
+    let recorded = before.iter().any(|r| r["record"] == "run-started");
+    let next: &[&str] = if recorded {
+        &["resume", "--yes"]
+    } else {
+        &["run", "--yes"]
+    };
+    if !recorded {
+        let (code, err) = wait(
+            bootstrap(&state, &["resume", "--yes"]).spawn().unwrap(),
+            Duration::from_secs(60),
+        )
+        .map_err(|e| format!("resume {e}"))?;
+        if code != Some(2) || !err.contains("no run to resume") {
+            return Err(format!(
+                "resume with nothing recorded exited {code:?}: {err}"
+            ));
+        }
+    }
+    let resumed = bootstrap(&state, next).spawn().unwrap();
     let (code, err) = wait(resumed, Duration::from_secs(180)).map_err(|e| format!("resume {e}"))?;
     if code != Some(0) {
         return Err(format!("resume exited {code:?}: {err}"));

@@ -762,3 +762,42 @@ fn lost_talos_secrets_are_restored_from_1password_not_generated() {
         "{apply}"
     );
 }
+
+/// A run killed with kill -9 cannot stop its children: the next run stops the process groups its
+/// interrupted steps left running before it decides anything (they would race it otherwise).
+#[test]
+fn a_resumed_run_stops_what_the_killed_run_left_running() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: slow
+    check: { cmd: [test, -f, "{W}/marks/slow.done"] }
+    run: { shell: "echo $$ > {W}/marks/slow.pid; sleep 30; touch {W}/marks/slow.done" }
+"#,
+    );
+    let mut child = ws
+        .cmd(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    ws.wait_for("marks/slow.pid");
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().unwrap(); // SIGKILL: the step's process group lives on
+    let _ = child.wait();
+    let pid: i32 = ws.read("marks/slow.pid").trim().parse().unwrap();
+    assert!(ws::alive(pid), "the orphan should outlive kill -9");
+    // Keep the resume short: the work is declared done by the time it checks.
+    std::fs::write(ws.root.join("marks/slow.done"), "").unwrap();
+    let out = ws.run(&["resume"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert!(
+        all(&out).contains("was still running from run"),
+        "{}",
+        all(&out)
+    );
+    assert!(!ws::alive(pid), "the killed run's step is still running");
+}

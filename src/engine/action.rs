@@ -36,6 +36,8 @@ pub struct Ctx<'a> {
     pub events: Option<tokio::sync::mpsc::UnboundedSender<crate::report::Event>>,
     /// What the unit is doing or waiting for right now (read by its heartbeat).
     pub progress: Option<std::sync::Arc<std::sync::Mutex<String>>>,
+    /// Where the process group of each command it starts is reported (for the journal).
+    pub spawned: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
 }
 
 /// Say what the unit is doing now, for its heartbeat.
@@ -360,6 +362,7 @@ async fn run_program(program: Program, ctx: &Ctx<'_>, timeout: Duration, label: 
         timeout,
         log: ctx.log.clone(),
         label: format!("{} {label}", ctx.id),
+        spawned: ctx.spawned.clone(),
     };
     let id = ctx.id.to_string();
     let events = ctx.events.clone();

@@ -4,11 +4,10 @@
 //! [`prepare`] decides what must run before it starts; [`environment`] is where steps run (the real
 //! world, or the lab wired by the command line); [`signals`] owns INT/TERM/HUP.
 //!
-//! Owns `run`, `resume`, `status`, `reset`, `unlock` and `plan --probe`. It never renders output
-//! itself.
+//! Owns running a selection. It never renders output itself and never knows the command line's
+//! choices beyond [`RunOptions`]; the commands live in `crate::commands`.
 
-mod action;
-mod commands;
+pub(crate) mod action;
 pub mod dispatch;
 pub mod environment;
 mod prepare;
@@ -33,11 +32,6 @@ use crate::workspace::Workspace;
 use dispatch::{Dispatcher, RunOutcome};
 use environment::Environment;
 use signals::Signals;
-
-pub use commands::{
-    STATUS_SCHEMA, probe, reset_command, resume_command, run_command, status_command,
-    unlock_command,
-};
 
 /// How a run was asked for.
 #[derive(Debug, Clone)]
@@ -85,7 +79,7 @@ fn log_path(state_dir: &Path, run_id: &str, id: &str) -> PathBuf {
 }
 
 /// The environment every step gets (before its own `env`).
-fn base_env(ws: &Workspace, lab_env: &[(String, String)]) -> BTreeMap<String, String> {
+pub(crate) fn base_env(ws: &Workspace, lab_env: &[(String, String)]) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     let kubeconfig = crate::render::plan_path(
         &ws.spec.plan,
@@ -122,6 +116,11 @@ pub(crate) enum Msg {
         attempt: u32,
         log: String,
         ack: tokio::sync::oneshot::Sender<bool>,
+    },
+    /// A command of a running unit started in its own process group.
+    Spawned {
+        index: usize,
+        pgid: u32,
     },
     Done(UnitResult),
 }
@@ -169,8 +168,11 @@ pub async fn execute(
         concurrency,
         resumed: opts.resumed,
     });
+    stop_orphans(&run.store.load()?);
     let extra = environment.start().await?;
-    let env = base_env(ws, &extra);
+    let mut env = base_env(ws, &extra);
+    // Marks every process the run starts, so a later run can tell its orphans from strangers.
+    env.insert("BOOTSTRAP_RUN_ID".into(), run_id.clone());
     let kubeconfig = PathBuf::from(env.get("KUBECONFIG").cloned().unwrap_or_default());
     let shared = std::sync::Arc::new(run::Shared {
         clusters: std::sync::Arc::new(Clusters::new(&ws.spec.plan, kubeconfig)),
@@ -185,6 +187,25 @@ pub async fn execute(
     let exit = finish(&mut run, &dispatcher, &signals, g)?;
     drop(lock);
     Ok(exit)
+}
+
+/// A run killed with `kill -9` cannot stop its children: their process groups live on (a
+/// `helm --wait` finishing its install, say) and would race the resumed run. Before anything
+/// starts, stop every process group an interrupted step left running (TERM, then KILL).
+fn stop_orphans(state: &crate::state::State) {
+    for s in state.steps.values() {
+        let Some(pgid) = s.pgid.filter(|_| s.outcome == Outcome::Interrupted) else {
+            continue;
+        };
+        let marker = format!("BOOTSTRAP_RUN_ID={}", s.run_id);
+        if !crate::exec::group_members_with(pgid, &marker).is_empty() {
+            eprintln!(
+                "note: {} was still running from run {} (process group {pgid}); stopping it before resuming",
+                s.id, s.run_id
+            );
+            crate::exec::stop_group(pgid);
+        }
+    }
 }
 
 fn take_lock(ws: &Workspace, run_id: &str) -> Result<Lock> {

@@ -279,6 +279,12 @@ impl<'a> Run<'a> {
                     ack,
                 } => after.extend(self.on_started(disp, index, attempt, log, ack)?),
                 Msg::Done(r) => after.push(self.on_done(disp, r)?),
+                Msg::Spawned { index, pgid } => {
+                    let id = self.ws.dag.work[index].id().to_string();
+                    let run_id = self.run_id.clone();
+                    self.store
+                        .write(&Record::StepSpawned { run_id, id, pgid })?;
+                }
             }
         }
         self.store.sync()?;

@@ -133,6 +133,7 @@ async fn resolve_env(c: &UnitCtx, u: &Unit) -> Result<BTreeMap<String, String>, 
                 timeout: Duration::from_secs(60),
                 log: None,
                 label: format!("resolve {k}"),
+                spawned: None,
             };
             let f = exec::run(&spec, &Redactor::new(), c.cancel.clone(), |_| {}).await;
             if !f.success() {
@@ -233,7 +234,20 @@ async fn evaluate_check(
     }
 }
 
+/// A channel for the process groups the unit's commands start, forwarded to the dispatcher.
+fn spawned_channel(c: &UnitCtx) -> tokio::sync::mpsc::UnboundedSender<u32> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+    let (to, index) = (c.tx.clone(), c.index);
+    tokio::spawn(async move {
+        while let Some(pgid) = rx.recv().await {
+            let _ = to.send(Msg::Spawned { index, pgid });
+        }
+    });
+    tx
+}
+
 async fn run_step(c: &UnitCtx, u: &Unit) -> Ended {
+    let spawned = spawned_channel(c);
     // The step's timeout bounds the whole step: check, every attempt, verify and backoffs.
     let deadline = Instant::now() + u.timeout;
     let env = match resolve_env(c, u).await {
@@ -253,6 +267,7 @@ async fn run_step(c: &UnitCtx, u: &Unit) -> Ended {
         id: &u.id,
         events: events.then(|| c.events.clone()),
         progress: Some(c.progress.clone()),
+        spawned: Some(spawned.clone()),
     };
     let mut attempt = 0;
     loop {
@@ -401,6 +416,7 @@ async fn run_step(c: &UnitCtx, u: &Unit) -> Ended {
 }
 
 async fn run_gate(c: &UnitCtx, g: &crate::dag::Gate) -> Ended {
+    let spawned = spawned_channel(c);
     if !permission(c, 1).await {
         return (
             None,
@@ -413,6 +429,7 @@ async fn run_gate(c: &UnitCtx, g: &crate::dag::Gate) -> Ended {
     let env = c.env.clone();
     let futures = g.items.iter().map(|item| {
         let env = &env;
+        let spawned = spawned.clone();
         async move {
             let ctx = Ctx {
                 env,
@@ -424,6 +441,7 @@ async fn run_gate(c: &UnitCtx, g: &crate::dag::Gate) -> Ended {
                 id: &item.id,
                 events: None,
                 progress: Some(c.progress.clone()),
+                spawned: Some(spawned.clone()),
             };
             let said = action::until(&item.check, &ctx, item.timeout, "gate item").await;
             let _ = c.events.send(Event::GateItem {

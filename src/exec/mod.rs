@@ -40,6 +40,9 @@ pub struct Spec {
     pub log: Option<PathBuf>,
     /// A label written in the log before the output.
     pub label: String,
+    /// Told the process group id once the command has started (the journal records it, so a
+    /// later run can stop what a killed run left running).
+    pub spawned: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
 }
 
 /// How a process ended.
@@ -211,6 +214,9 @@ pub async fn run(
         }
     };
     let pid = child.id();
+    if let (Some(tell), Some(p)) = (&spec.spawned, pid) {
+        let _ = tell.send(p);
+    }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(bool, String)>();
     let out = child.stdout.take().map(|s| {
         let tx = tx.clone();
@@ -350,4 +356,47 @@ async fn terminate(pid: u32, child: &mut tokio::process::Child, cancel: &mut Can
     if !exited {
         signal_group(pid, Signal::SIGKILL);
     }
+}
+
+/// Members of process group `pgid` that carry `marker` (`NAME=value`) in their environment: a
+/// group a run started (its steps get `BOOTSTRAP_RUN_ID`), not a stranger that reused the number.
+pub fn group_members_with(pgid: u32, marker: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the command's closing parenthesis: state, ppid, pgrp, …
+        let pgrp = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+            .and_then(|f| f.parse::<u32>().ok());
+        if pgrp != Some(pgid) {
+            continue;
+        }
+        let env = std::fs::read(e.path().join("environ")).unwrap_or_default();
+        if env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Stop a process group left running by a killed run: TERM, a grace period, then KILL.
+pub fn stop_group(pgid: u32) {
+    signal_group(pgid, Signal::SIGTERM);
+    let t = Instant::now();
+    while t.elapsed() < GRACE {
+        if killpg(Pid::from_raw(pgid as i32), None).is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal_group(pgid, Signal::SIGKILL);
 }

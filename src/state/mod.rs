@@ -117,6 +117,13 @@ pub enum Record {
         /// What the check or command said (redacted), for status and reports.
         detail: String,
     },
+    /// A step's command started in process group `pgid` (so a later run can stop it if this run
+    /// dies).
+    StepSpawned {
+        run_id: String,
+        id: String,
+        pgid: u32,
+    },
     RunFinished {
         run_id: String,
         at: String,
@@ -144,6 +151,9 @@ pub struct StepState {
     pub run_id: String,
     pub at: String,
     pub detail: String,
+    /// The process group of its last command, while it runs (none once it finished).
+    #[serde(default)]
+    pub pgid: Option<u32>,
 }
 
 /// The last run.
@@ -208,6 +218,7 @@ impl State {
                         run_id: run_id.clone(),
                         at: at.clone(),
                         detail: "was running when the run stopped".into(),
+                        pgid: None,
                     },
                 );
             }
@@ -236,8 +247,17 @@ impl State {
                         run_id: run_id.clone(),
                         at: at.clone(),
                         detail: detail.clone(),
+                        pgid: None,
                     },
                 );
+            }
+            Record::StepSpawned { run_id, id, pgid } => {
+                if let Some(s) = self.steps.get_mut(id)
+                    && &s.run_id == run_id
+                    && s.outcome == Outcome::Interrupted
+                {
+                    s.pgid = Some(*pgid);
+                }
             }
             Record::RunFinished {
                 run_id,

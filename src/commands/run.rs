@@ -1,15 +1,16 @@
-//! The engine's commands: `run`, `resume`, `status`, `reset`, `unlock`, and `plan --probe`.
+//! `run`, `resume`, `status`, `reset`, `unlock`, and `plan --probe`: the command line's side of the
+//! engine (load the workspace, choose the environment, call the engine, print what it says).
 
 use std::collections::HashSet;
 use std::fmt::Write;
 
 use color_eyre::eyre::eyre;
 
-use super::environment::Chooser;
-use super::{RunOptions, action, execute};
 use crate::cli::{Global, ResetArgs, ResumeArgs, RunArgs, StatusArgs, StatusFormat, UnlockArgs};
 use crate::dag::Work;
 use crate::dryrun::DryRun;
+use crate::engine::environment::Chooser;
+use crate::engine::{RunOptions, action, execute};
 use crate::error::{Exit, ExitError, Result, UserError};
 use crate::state::StepStatus;
 use crate::state::{FileStore, Lock, LockError, Record, Store};
@@ -96,7 +97,7 @@ fn gates_hold(ws: &Workspace, sel: &crate::dag::Selection, choose: Chooser) -> R
     let mut environment = choose(ws);
     runtime()?.block_on(async {
         let extra = environment.start().await?;
-        let env = super::base_env(ws, &extra);
+        let env = crate::engine::base_env(ws, &extra);
         let clusters = crate::checks::Clusters::new(
             &ws.spec.plan,
             env.get("KUBECONFIG").map(Into::into).unwrap_or_default(),
@@ -115,6 +116,7 @@ fn gates_hold(ws: &Workspace, sel: &crate::dag::Selection, choose: Chooser) -> R
                     id: &g.id,
                     events: None,
                     progress: None,
+                    spawned: None,
                 };
                 let t = item.timeout.min(std::time::Duration::from_secs(30));
                 if !action::once(&item.check, &ctx, t, "gate").await.passed {
@@ -667,7 +669,7 @@ pub fn probe(ws: &Workspace, view: &mut DryRun, choose: Chooser) -> Result<()> {
     let mut environment = choose(ws);
     rt.block_on(async {
         let extra = environment.start().await?;
-        let env = super::base_env(ws, &extra);
+        let env = crate::engine::base_env(ws, &extra);
         let clusters = crate::checks::Clusters::new(
             &ws.spec.plan,
             env.get("KUBECONFIG").map(Into::into).unwrap_or_default(),
@@ -709,6 +711,7 @@ pub fn probe(ws: &Workspace, view: &mut DryRun, choose: Chooser) -> Result<()> {
                     id: &s.id,
                     events: None,
                     progress: None,
+                    spawned: None,
                 };
                 let said =
                     action::once(check, &ctx, std::time::Duration::from_secs(30), "probe").await;
