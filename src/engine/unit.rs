@@ -252,10 +252,8 @@ async fn run_step(c: &UnitCtx, u: &Unit) -> Ended {
     let deadline = Instant::now() + u.timeout;
     let env = match resolve_env(c, u).await {
         Ok(e) => e,
-        Err(msg) => {
-            // Nothing ran: the step failed before its action could start.
-            return (Some(Outcome::Failed), 0, None, msg.clone(), msg);
-        }
+        // Nothing ran: the step failed before its action could start.
+        Err(msg) => return (Some(Outcome::Failed), 0, None, msg.clone(), msg),
     };
     let ctx = |events: bool, cancel: &Cancel| Ctx {
         env: &env,
@@ -269,105 +267,26 @@ async fn run_step(c: &UnitCtx, u: &Unit) -> Ended {
         progress: Some(c.progress.clone()),
         spawned: Some(spawned.clone()),
     };
+    // Read-only work stops when the run stops; a command stops only on a signal.
+    let (look, wait, act) = (
+        ctx(false, &c.waits),
+        ctx(true, &c.waits),
+        ctx(true, &c.cancel),
+    );
     let mut attempt = 0;
     loop {
-        // A check guards every attempt: the work may have been done meanwhile (by an earlier
-        // attempt that looked failed, or by someone else).
-        if let (Some(check), false) = (&u.check, c.forced && attempt == 0) {
-            let said = evaluate_check(c, u, check, &ctx(false, &c.waits), deadline).await;
-            if said.interrupted {
-                let d = cancelled_detail(c, "check");
-                let out = if attempt == 0 {
-                    None
-                } else {
-                    Some(Outcome::Interrupted)
-                };
-                return (out, attempt, None, d, String::new());
-            }
-            if said.passed {
-                let reason = format!("check passed: {}", crate::report::first_line(&said.detail));
-                if attempt == 0 {
-                    let _ = c.events.send(Event::StepSkipped {
-                        id: u.id.clone(),
-                        reason,
-                    });
-                    return (
-                        Some(Outcome::Satisfied),
-                        0,
-                        said.exit_code,
-                        format!("check passed: {}", said.detail),
-                        String::new(),
-                    );
-                }
-                return (
-                    Some(Outcome::Done),
-                    attempt,
-                    said.exit_code,
-                    format!(
-                        "check passed before attempt {}: {}",
-                        attempt + 1,
-                        said.detail
-                    ),
-                    String::new(),
-                );
-            }
+        if let Some(end) = guard(c, u, &look, attempt, deadline).await {
+            return end;
         }
         attempt += 1;
         if !permission(c, attempt).await {
+            let out = (attempt > 1).then_some(Outcome::Interrupted);
             let d = "not started: the run is stopping".to_string();
-            let out = if attempt == 1 {
-                None
-            } else {
-                Some(Outcome::Interrupted)
-            };
             return (out, attempt - 1, None, d, String::new());
         }
-        let left = part_timeout(deadline, None);
-        let said = match &u.run {
-            // A wait is read-only: it stops when the run stops.
-            a if crate::checks::is_kube(a) => {
-                action::until(a, &ctx(true, &c.waits), left, "run").await
-            }
-            a => action::once(a, &ctx(true, &c.cancel), left, "run").await,
-        };
-        if said.interrupted {
-            let d = if crate::checks::is_kube(&u.run) {
-                cancelled_detail(c, "wait")
-            } else {
-                "interrupted".into()
-            };
-            return (
-                Some(Outcome::Interrupted),
-                attempt,
-                said.exit_code,
-                d,
-                said.output.join("\n"),
-            );
-        }
-        let said = match (&u.verify, said.passed) {
-            (Some(v), true) => {
-                let t = part_timeout(deadline, crate::checks::own_timeout(v));
-                let vs = action::until(v, &ctx(false, &c.waits), t, "verify").await;
-                if vs.interrupted {
-                    return (
-                        Some(Outcome::Interrupted),
-                        attempt,
-                        vs.exit_code,
-                        cancelled_detail(c, "verify"),
-                        String::new(),
-                    );
-                }
-                if vs.passed {
-                    said
-                } else {
-                    Said {
-                        passed: false,
-                        detail: format!("verify failed: {}", vs.detail),
-                        ..vs
-                    }
-                }
-            }
-            _ => said,
+        let said = match attempt_once(c, u, (&look, &wait, &act), attempt, deadline).await {
+            Ok(said) => said,
+            Err(end) => return end,
         };
         if said.passed {
             return (
@@ -378,40 +297,162 @@ async fn run_step(c: &UnitCtx, u: &Unit) -> Ended {
                 String::new(),
             );
         }
-        let out_of_time = Instant::now() >= deadline;
-        let retryable = attempt < u.retry.attempts && !out_of_time && transient(u, &said);
-        let wait = retryable
-            .then(|| backoff(u, attempt).min(deadline.saturating_duration_since(Instant::now())));
-        let _ = c.events.send(Event::AttemptFailed {
-            id: u.id.clone(),
-            attempt,
-            transient: retryable,
-            detail: said.detail.clone(),
-            retry_in_ms: wait.map(|w| w.as_millis() as u64),
-        });
-        let Some(w) = wait else {
-            // A built-in check has no output lines: what it saw is the tail.
-            let tail = if said.output.is_empty() {
-                said.detail.clone()
-            } else {
-                said.output.join("\n")
-            };
-            let detail = if out_of_time && attempt < u.retry.attempts {
-                format!(
-                    "step timeout ({}) reached after {attempt} attempts: {}",
-                    humantime::format_duration(u.timeout),
-                    said.detail
-                )
-            } else {
-                said.detail.clone()
-            };
-            return (Some(Outcome::Failed), attempt, said.exit_code, detail, tail);
-        };
-        let mut cancel = c.waits.clone();
-        tokio::select! {
-            _ = tokio::time::sleep(w) => {}
-            _ = action::interrupted(&mut cancel) => return (Some(Outcome::Interrupted), attempt, None, cancelled_detail(c, "wait to retry"), String::new()),
+        if let Err(end) = after_failure(c, u, attempt, said, deadline).await {
+            return end;
         }
+    }
+}
+
+/// A check guards every attempt: the work may have been done meanwhile (by an earlier attempt
+/// that looked failed, or by someone else). `Some` when the check ends the step.
+async fn guard(
+    c: &UnitCtx,
+    u: &Unit,
+    look: &Ctx<'_>,
+    attempt: u32,
+    deadline: Instant,
+) -> Option<Ended> {
+    let check = u.check.as_ref().filter(|_| !(c.forced && attempt == 0))?;
+    let said = evaluate_check(c, u, check, look, deadline).await;
+    if said.interrupted {
+        let out = (attempt > 0).then_some(Outcome::Interrupted);
+        return Some((
+            out,
+            attempt,
+            None,
+            cancelled_detail(c, "check"),
+            String::new(),
+        ));
+    }
+    if !said.passed {
+        return None;
+    }
+    if attempt == 0 {
+        let reason = format!("check passed: {}", crate::report::first_line(&said.detail));
+        let _ = c.events.send(Event::StepSkipped {
+            id: u.id.clone(),
+            reason,
+        });
+        let detail = format!("check passed: {}", said.detail);
+        return Some((
+            Some(Outcome::Satisfied),
+            0,
+            said.exit_code,
+            detail,
+            String::new(),
+        ));
+    }
+    let detail = format!(
+        "check passed before attempt {}: {}",
+        attempt + 1,
+        said.detail
+    );
+    Some((
+        Some(Outcome::Done),
+        attempt,
+        said.exit_code,
+        detail,
+        String::new(),
+    ))
+}
+
+/// One attempt: the action (a wait is read-only, a command is not), then the verify.
+async fn attempt_once(
+    c: &UnitCtx,
+    u: &Unit,
+    (look, wait, act): (&Ctx<'_>, &Ctx<'_>, &Ctx<'_>),
+    attempt: u32,
+    deadline: Instant,
+) -> Result<Said, Ended> {
+    let left = part_timeout(deadline, None);
+    let kube = crate::checks::is_kube(&u.run);
+    let said = if kube {
+        action::until(&u.run, wait, left, "run").await
+    } else {
+        action::once(&u.run, act, left, "run").await
+    };
+    if said.interrupted {
+        let d = if kube {
+            cancelled_detail(c, "wait")
+        } else {
+            "interrupted".into()
+        };
+        return Err((
+            Some(Outcome::Interrupted),
+            attempt,
+            said.exit_code,
+            d,
+            said.output.join("\n"),
+        ));
+    }
+    let (Some(v), true) = (&u.verify, said.passed) else {
+        return Ok(said);
+    };
+    let t = part_timeout(deadline, crate::checks::own_timeout(v));
+    let vs = action::until(v, look, t, "verify").await;
+    if vs.interrupted {
+        let d = cancelled_detail(c, "verify");
+        return Err((
+            Some(Outcome::Interrupted),
+            attempt,
+            vs.exit_code,
+            d,
+            String::new(),
+        ));
+    }
+    Ok(if vs.passed {
+        said
+    } else {
+        Said {
+            passed: false,
+            detail: format!("verify failed: {}", vs.detail),
+            ..vs
+        }
+    })
+}
+
+/// After a failed attempt: wait the backoff when it is transient and there is time and an attempt
+/// left (`Ok`), else end the step as failed (`Err`).
+async fn after_failure(
+    c: &UnitCtx,
+    u: &Unit,
+    attempt: u32,
+    said: Said,
+    deadline: Instant,
+) -> Result<(), Ended> {
+    let out_of_time = Instant::now() >= deadline;
+    let retryable = attempt < u.retry.attempts && !out_of_time && transient(u, &said);
+    let wait = retryable
+        .then(|| backoff(u, attempt).min(deadline.saturating_duration_since(Instant::now())));
+    let _ = c.events.send(Event::AttemptFailed {
+        id: u.id.clone(),
+        attempt,
+        transient: retryable,
+        detail: said.detail.clone(),
+        retry_in_ms: wait.map(|w| w.as_millis() as u64),
+    });
+    let Some(w) = wait else {
+        // A built-in check has no output lines: what it saw is the tail.
+        let tail = if said.output.is_empty() {
+            said.detail.clone()
+        } else {
+            said.output.join("\n")
+        };
+        let detail = if out_of_time && attempt < u.retry.attempts {
+            let t = humantime::format_duration(u.timeout);
+            format!(
+                "step timeout ({t}) reached after {attempt} attempts: {}",
+                said.detail
+            )
+        } else {
+            said.detail.clone()
+        };
+        return Err((Some(Outcome::Failed), attempt, said.exit_code, detail, tail));
+    };
+    let mut cancel = c.waits.clone();
+    tokio::select! {
+        _ = tokio::time::sleep(w) => Ok(()),
+        _ = action::interrupted(&mut cancel) => Err((Some(Outcome::Interrupted), attempt, None, cancelled_detail(c, "wait to retry"), String::new())),
     }
 }
 
