@@ -355,3 +355,46 @@ async fn waits_fail_at_once_when_the_condition_cannot_come_true() {
         assert!(o.detail.contains(want), "{name}: {}", o.detail);
     }
 }
+
+/// Issue 7, defect 19: a rollout that waits names the pods holding it back, their nodes and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_rollout_names_the_pod_its_node_and_why() {
+    let e = env().await;
+    daemonset(&e, 1, 3, 2).await;
+    let c = local(&e);
+    for (name, node, status) in [
+        (
+            "cilium-ok",
+            "infra-01",
+            json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}),
+        ),
+        (
+            "cilium-x7k2p",
+            "infra-03",
+            json!({"phase": "Running",
+            "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady", "message": "containers with unready status: [cilium-agent]"}],
+            "containerStatuses": [{"name": "cilium-agent", "ready": false, "restartCount": 4, "image": "i", "imageID": "", "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}}}]}),
+        ),
+    ] {
+        let mut p = c
+            .apply(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "kube-system", "labels": {"k": "v"}},
+                "spec": {"nodeName": node, "containers": [{"name": "cilium-agent", "image": "i"}]}}))
+            .await
+            .unwrap();
+        p["status"] = status;
+        c.replace_status(p).await.unwrap();
+    }
+    let o = e
+        .clusters
+        .evaluate(&check("rollout: { cluster: infra, kind: DaemonSet, namespace: kube-system, name: cilium }"), Mode::Once)
+        .await
+        .unwrap();
+    assert!(!o.passed);
+    assert!(
+        o.detail
+            .contains("pod cilium-x7k2p on infra-03 (Running): CrashLoopBackOff: back-off 40s"),
+        "{}",
+        o.detail
+    );
+    assert!(!o.detail.contains("cilium-ok"), "{}", o.detail);
+}

@@ -937,3 +937,42 @@ steps:
     let out = ws.run(&["run"]);
     assert_eq!(out.status.code(), Some(0), "{}", all(&out));
 }
+
+/// `lab status --output json`: one document with each cluster, its nodes and its releases.
+#[test]
+fn lab_status_speaks_json() {
+    let st = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_bootstrap"))
+            .arg("--state-dir")
+            .arg(st.path())
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("CI", "true")
+            .env_remove("BOOTSTRAP_PLAN")
+            .env_remove("BOOTSTRAP_STATE_DIR")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["run", "--step", "talos-bootstrap/infra", "--yes"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["--output", "json", "lab", "status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema"], 1);
+    let infra = &v["clusters"][0];
+    assert_eq!(infra["name"], "infra");
+    assert_eq!(infra["bootstrapped"], true);
+    assert_eq!(infra["nodes"][0]["talos"], "configured");
+    assert_eq!(v["clusters"][1]["bootstrapped"], false);
+}

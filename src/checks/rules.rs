@@ -286,6 +286,88 @@ pub fn condition_rule(obj: &Value, kind: &str, cond_type: &str, want: &str) -> O
     }
 }
 
+/// A rollout that waits says which pods hold it back: each not-ready pod of the workload with its
+/// node and why (a container's waiting reason, or the Ready condition's message). At most three.
+async fn with_pods(
+    client: &kube::Client,
+    ns: &str,
+    selector: Option<std::collections::BTreeMap<String, String>>,
+    o: Outcome,
+) -> Outcome {
+    use k8s_openapi::api::core::v1::Pod;
+    let Some(sel) = selector.filter(|s| !s.is_empty() && !o.passed) else {
+        return o;
+    };
+    let labels = sel
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let Ok(pods) = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&labels))
+        .await
+    else {
+        return o;
+    };
+    let mut why = Vec::new();
+    for p in pods.items {
+        let st = p.status.clone().unwrap_or_default();
+        let ready = st.conditions.iter().flatten().find(|c| c.type_ == "Ready");
+        if ready.is_some_and(|c| c.status == "True") {
+            continue;
+        }
+        let waiting = st
+            .container_statuses
+            .iter()
+            .flatten()
+            .find_map(|c| c.state.as_ref()?.waiting.as_ref())
+            .map(|w| {
+                format!(
+                    "{}{}",
+                    w.reason.clone().unwrap_or_default(),
+                    w.message
+                        .as_ref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                )
+            });
+        let cond = ready.map(|c| {
+            format!(
+                "Ready={} {}",
+                c.status,
+                c.message.clone().or(c.reason.clone()).unwrap_or_default()
+            )
+        });
+        let node = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_else(|| "no node".into());
+        let phase = st.phase.clone().unwrap_or_else(|| "Unknown".into());
+        why.push(format!(
+            "pod {} on {node} ({phase}): {}",
+            p.metadata.name.unwrap_or_default(),
+            waiting
+                .or(cond)
+                .unwrap_or_else(|| "not ready".into())
+                .trim()
+        ));
+    }
+    if why.is_empty() {
+        return o;
+    }
+    let more = if why.len() > 3 {
+        format!(" (+{} more)", why.len() - 3)
+    } else {
+        String::new()
+    };
+    why.truncate(3);
+    Outcome {
+        detail: format!("{}; waiting for {}{more}", o.detail, why.join("; ")),
+        ..o
+    }
+}
+
 fn dynamic(
     client: &kube::Client,
     api_version: &str,
@@ -321,7 +403,13 @@ pub async fn evaluate(
                 .get_opt(&r.name)
                 .await?
             {
-                Some(ds) => daemonset_rule(&ds),
+                Some(ds) => {
+                    let sel = ds
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.selector.match_labels.clone());
+                    with_pods(client, &r.namespace, sel, daemonset_rule(&ds)).await
+                }
                 None => wait(format!(
                     "daemonsets.apps \"{}\" not found in {}",
                     r.name, r.namespace
@@ -331,7 +419,13 @@ pub async fn evaluate(
                 .get_opt(&r.name)
                 .await?
             {
-                Some(d) => deployment_rule(&d),
+                Some(d) => {
+                    let sel = d
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.selector.match_labels.clone());
+                    with_pods(client, &r.namespace, sel, deployment_rule(&d)).await
+                }
                 None => wait(format!(
                     "deployments.apps \"{}\" not found in {}",
                     r.name, r.namespace
@@ -341,7 +435,13 @@ pub async fn evaluate(
                 .get_opt(&r.name)
                 .await?
             {
-                Some(s) => statefulset_rule(&s),
+                Some(s) => {
+                    let sel = s
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.selector.match_labels.clone());
+                    with_pods(client, &r.namespace, sel, statefulset_rule(&s)).await
+                }
                 None => wait(format!(
                     "statefulsets.apps \"{}\" not found in {}",
                     r.name, r.namespace

@@ -33,20 +33,6 @@ pub fn run_command(g: &Global, a: &RunArgs, choose: Chooser) -> Result<Exit> {
     if !a.refresh && nothing_to_do(&ws, &sel, g, choose)? {
         return Ok(Exit::Ok);
     }
-    if !a.skip_preflight {
-        preflight(&ws, &sel)?;
-    }
-    // What this run runs, kept by fingerprint, for `plan` to diff against later.
-    crate::state::definitions::save(&ws.state_dir, sel.order.iter().map(|&i| &ws.dag.work[i]))?;
-    attach_junit(&ws, a.junit.as_deref());
-    report_context(
-        &ws,
-        &sel,
-        &crate::cli::Selection {
-            phases: phases.clone(),
-            steps: steps.clone(),
-        },
-    );
     let opts = RunOptions {
         phases,
         steps,
@@ -56,8 +42,39 @@ pub fn run_command(g: &Global, a: &RunArgs, choose: Chooser) -> Result<Exit> {
         resumed: false,
         refresh: a.refresh,
     };
-    let mut environment = choose(&ws);
-    runtime()?.block_on(execute(&ws, &sel, g, &opts, environment.as_mut()))
+    start(
+        &ws,
+        &sel,
+        g,
+        &opts,
+        (a.skip_preflight, a.junit.as_deref()),
+        choose,
+    )
+}
+
+/// What every run does before the engine takes over: preflight, the definitions kept for `plan`'s
+/// diffs, the JUnit reporter and the report's context; then the engine in its environment.
+fn start(
+    ws: &Workspace,
+    sel: &crate::dag::Selection,
+    g: &Global,
+    opts: &RunOptions,
+    (skip_preflight, junit): (bool, Option<&std::path::Path>),
+    choose: Chooser,
+) -> Result<Exit> {
+    if !skip_preflight {
+        preflight(ws, sel)?;
+    }
+    // What this run runs, kept by fingerprint, for `plan` to diff against later.
+    crate::state::definitions::save(&ws.state_dir, sel.order.iter().map(|&i| &ws.dag.work[i]))?;
+    attach_junit(ws, junit);
+    let asked = crate::cli::Selection {
+        phases: opts.phases.clone(),
+        steps: opts.steps.clone(),
+    };
+    report_context(ws, sel, &asked);
+    let mut environment = choose(ws);
+    runtime()?.block_on(execute(ws, sel, g, opts, environment.as_mut()))
 }
 
 /// Before the first action: the tools the selection runs are on PATH (`--skip-preflight` skips it).
@@ -281,20 +298,6 @@ pub fn resume_command(g: &Global, a: &ResumeArgs, choose: Chooser) -> Result<Exi
     if nothing_to_do(&ws, &sel, g, choose)? {
         return Ok(Exit::Ok);
     }
-    if !a.skip_preflight {
-        preflight(&ws, &sel)?;
-    }
-    // What this run runs, kept by fingerprint, for `plan` to diff against later.
-    crate::state::definitions::save(&ws.state_dir, sel.order.iter().map(|&i| &ws.dag.work[i]))?;
-    attach_junit(&ws, a.junit.as_deref());
-    report_context(
-        &ws,
-        &sel,
-        &crate::cli::Selection {
-            phases: last.phases.clone(),
-            steps: last.steps.clone(),
-        },
-    );
     let opts = RunOptions {
         phases: last.phases,
         steps: last.steps,
@@ -304,8 +307,14 @@ pub fn resume_command(g: &Global, a: &ResumeArgs, choose: Chooser) -> Result<Exi
         resumed: true,
         refresh: false,
     };
-    let mut environment = choose(&ws);
-    runtime()?.block_on(execute(&ws, &sel, g, &opts, environment.as_mut()))
+    start(
+        &ws,
+        &sel,
+        g,
+        &opts,
+        (a.skip_preflight, a.junit.as_deref()),
+        choose,
+    )
 }
 
 /// Version of the `bootstrap status --format json` shape (docs/engine.md).

@@ -206,6 +206,73 @@ pub fn environment_for(
     }
 }
 
+/// What `lab status` shows: each cluster, its nodes (Talos and Kubernetes state) and its deployed
+/// Helm releases.
+async fn lab_status(
+    plan: &crate::spec::Plan,
+    dir: &core::LabDir,
+) -> Result<Vec<serde_json::Value>> {
+    use cluster::Objects;
+    let talos: tools::talosctl::TalosState = core::read_json(&dir.talos())?.unwrap_or_default();
+    let mut out = Vec::new();
+    for c in &plan.clusters {
+        let name = &c.name.value;
+        let local = cluster::Local(apiserver::Store::new(Some(dir.cluster_objects(name))));
+        let knodes = local
+            .list("v1", "Node", None, None)
+            .await
+            .unwrap_or_default();
+        let nodes: Vec<serde_json::Value> = c
+            .nodes
+            .iter()
+            .map(|n| {
+                let t = if talos.nodes.contains_key(&n.ip.value.to_string()) {
+                    "configured"
+                } else {
+                    "maintenance"
+                };
+                let k = knodes
+                    .iter()
+                    .find(|x| x["metadata"]["name"] == n.name.value.as_str())
+                    .map(|x| {
+                        let ready = x["status"]["conditions"].as_array().is_some_and(|cs| {
+                            cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")
+                        });
+                        if ready { "Ready" } else { "NotReady" }
+                    })
+                    .unwrap_or("not registered");
+                serde_json::json!({"name": n.name.value, "ip": n.ip.value.to_string(), "talos": t, "kubernetes": k})
+            })
+            .collect();
+        let secrets = local
+            .list("v1", "Secret", None, Some("owner=helm"))
+            .await
+            .unwrap_or_default();
+        let mut rel: Vec<String> = secrets
+            .iter()
+            .filter(|s| s["metadata"]["labels"]["status"] == "deployed")
+            .map(|s| {
+                format!(
+                    "{}/{} v{}",
+                    s["metadata"]["namespace"].as_str().unwrap_or(""),
+                    s["metadata"]["labels"]["name"].as_str().unwrap_or(""),
+                    s["metadata"]["labels"]["version"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        rel.sort();
+        out.push(serde_json::json!({
+            "name": name,
+            "id": c.id.value,
+            "context": c.context,
+            "bootstrapped": talos.bootstrapped.get(name).copied().unwrap_or(false),
+            "nodes": nodes,
+            "helm_releases": rel,
+        }));
+    }
+    Ok(out)
+}
+
 /// `bootstrap lab status|reset|serve`.
 pub fn lab_command(g: &Global, cmd: &LabCommand) -> Result<Exit> {
     let (plan, _) = crate::spec::load_plan(&g.plan)?;
@@ -242,78 +309,48 @@ pub fn lab_command(g: &Global, cmd: &LabCommand) -> Result<Exit> {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(async {
-                let talos: tools::talosctl::TalosState =
-                    core::read_json(&dir.talos())?.unwrap_or_default();
-                for c in &plan.clusters {
-                    let name = &c.name.value;
-                    let store = apiserver::Store::new(Some(dir.cluster_objects(name)));
-                    let local = cluster::Local(store);
-                    use cluster::Objects;
-                    println!(
-                        "cluster {name} (id {}, context {}){}",
-                        c.id.value,
-                        c.context,
-                        if talos.bootstrapped.get(name).copied().unwrap_or(false) {
-                            ", bootstrapped"
-                        } else {
-                            ""
-                        }
-                    );
-                    let knodes = local
-                        .list("v1", "Node", None, None)
-                        .await
-                        .unwrap_or_default();
-                    for n in &c.nodes {
-                        let t = match talos.nodes.get(&n.ip.value.to_string()) {
-                            None => "maintenance",
-                            Some(_) => "configured",
-                        };
-                        let k = knodes
-                            .iter()
-                            .find(|x| x["metadata"]["name"] == n.name.value.as_str())
-                            .map(|x| {
-                                let ready =
-                                    x["status"]["conditions"].as_array().is_some_and(|cs| {
-                                        cs.iter()
-                                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                                    });
-                                if ready { "Ready" } else { "NotReady" }
-                            })
-                            .unwrap_or("not registered");
-                        println!(
-                            "  node {:<10} {:<14} talos: {t:<12} kubernetes: {k}",
-                            n.name.value, n.ip.value
-                        );
+            let clusters = rt.block_on(lab_status(&plan, &dir))?;
+            if g.output == crate::cli::OutputMode::Json {
+                // `lab status --output json`: one document (schema 1).
+                println!("{}", serde_json::json!({"schema": 1, "clusters": clusters}));
+                return Ok(Exit::Ok);
+            }
+            for c in &clusters {
+                println!(
+                    "cluster {} (id {}, context {}){}",
+                    c["name"].as_str().unwrap_or(""),
+                    c["id"],
+                    c["context"].as_str().unwrap_or(""),
+                    if c["bootstrapped"] == true {
+                        ", bootstrapped"
+                    } else {
+                        ""
                     }
-                    let secrets = local
-                        .list("v1", "Secret", None, Some("owner=helm"))
-                        .await
-                        .unwrap_or_default();
-                    let mut rel: Vec<String> = secrets
-                        .iter()
-                        .filter(|s| s["metadata"]["labels"]["status"] == "deployed")
-                        .map(|s| {
-                            format!(
-                                "{}/{} v{}",
-                                s["metadata"]["namespace"].as_str().unwrap_or(""),
-                                s["metadata"]["labels"]["name"].as_str().unwrap_or(""),
-                                s["metadata"]["labels"]["version"].as_str().unwrap_or("")
-                            )
-                        })
-                        .collect();
-                    rel.sort();
+                );
+                for n in c["nodes"].as_array().into_iter().flatten() {
                     println!(
-                        "  helm releases: {}",
-                        if rel.is_empty() {
-                            "none".to_string()
-                        } else {
-                            rel.join(", ")
-                        }
+                        "  node {:<10} {:<14} talos: {:<12} kubernetes: {}",
+                        n["name"].as_str().unwrap_or(""),
+                        n["ip"].as_str().unwrap_or(""),
+                        n["talos"].as_str().unwrap_or(""),
+                        n["kubernetes"].as_str().unwrap_or("")
                     );
                 }
-                Ok::<_, color_eyre::Report>(())
-            })?;
+                let rel: Vec<&str> = c["helm_releases"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.as_str())
+                    .collect();
+                println!(
+                    "  helm releases: {}",
+                    if rel.is_empty() {
+                        "none".to_string()
+                    } else {
+                        rel.join(", ")
+                    }
+                );
+            }
             Ok(Exit::Ok)
         }
         LabCommand::Serve => {
