@@ -383,7 +383,7 @@ pub async fn rolled_out(c: &impl Objects, objs: &[Value]) -> Result<bool> {
         let Some(cur) = c.get("apps/v1", kind, ns, name).await? else {
             return Ok(false);
         };
-        if !crate::lab::sim::workload_ready(&cur) {
+        if !crate::lab::cluster::workload_ready(&cur) {
             return Ok(false);
         }
     }

@@ -313,3 +313,27 @@ pub async fn client(kubeconfig: &std::path::Path, context: Option<&str>) -> Resu
     let cfg = kube::Config::from_custom_kubeconfig(kc, &opts).await?;
     Ok(kube::Client::try_from(cfg)?)
 }
+
+/// kubectl's rollout rules for a Deployment or DaemonSet (facts §7.2/7.3).
+pub fn workload_ready(o: &Value) -> bool {
+    let generation = o["metadata"]["generation"].as_i64().unwrap_or(1);
+    let observed = o["status"]["observedGeneration"].as_i64().unwrap_or(0);
+    if observed < generation {
+        return false;
+    }
+    match o["kind"].as_str() {
+        Some("DaemonSet") => {
+            let desired = o["status"]["desiredNumberScheduled"].as_i64().unwrap_or(0);
+            desired > 0
+                && o["status"]["updatedNumberScheduled"].as_i64().unwrap_or(0) >= desired
+                && o["status"]["numberAvailable"].as_i64().unwrap_or(0) >= desired
+        }
+        _ => {
+            let want = o["spec"]["replicas"].as_i64().unwrap_or(1);
+            let updated = o["status"]["updatedReplicas"].as_i64().unwrap_or(0);
+            updated >= want
+                && o["status"]["replicas"].as_i64().unwrap_or(0) <= updated
+                && o["status"]["availableReplicas"].as_i64().unwrap_or(0) >= updated
+        }
+    }
+}

@@ -15,7 +15,7 @@ pub mod storage;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::apiserver::Store;
 use super::cluster::{Local, Objects};
@@ -24,29 +24,7 @@ use super::core::{FaultKind, LabDir, Topology};
 /// The kubelet's NotReady condition before a CNI exists (facts §7.1).
 pub const NOT_READY_MESSAGE: &str = "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized";
 
-/// kubectl's rollout rules for a Deployment or DaemonSet (facts §7.2/7.3).
-pub fn workload_ready(o: &Value) -> bool {
-    let generation = o["metadata"]["generation"].as_i64().unwrap_or(1);
-    let observed = o["status"]["observedGeneration"].as_i64().unwrap_or(0);
-    if observed < generation {
-        return false;
-    }
-    match o["kind"].as_str() {
-        Some("DaemonSet") => {
-            let desired = o["status"]["desiredNumberScheduled"].as_i64().unwrap_or(0);
-            desired > 0
-                && o["status"]["updatedNumberScheduled"].as_i64().unwrap_or(0) >= desired
-                && o["status"]["numberAvailable"].as_i64().unwrap_or(0) >= desired
-        }
-        _ => {
-            let want = o["spec"]["replicas"].as_i64().unwrap_or(1);
-            let updated = o["status"]["updatedReplicas"].as_i64().unwrap_or(0);
-            updated >= want
-                && o["status"]["replicas"].as_i64().unwrap_or(0) <= updated
-                && o["status"]["availableReplicas"].as_i64().unwrap_or(0) >= updated
-        }
-    }
-}
+pub use crate::lab::cluster::workload_ready;
 
 /// Per-cluster controller state: when each workload generation started rolling out.
 struct Sim {

@@ -70,8 +70,8 @@ pub fn main(args: &[String]) -> i32 {
                 }
                 set_values(&c, &ns, &[("clustermesh.useAPIServer", "true"), ("clustermesh.config.enabled", "true"), ("clustermesh.apiserver.service.type", &st)]).await.map_or_else(|e| fatal(&format!("Unable to enable ClusterMesh: {e}")), |_| 0)
             }
-            ["clustermesh", "status"] => crate::lab::sim::mesh::status_cli(&c, &ns, args).await,
-            ["clustermesh", "connect"] => crate::lab::sim::mesh::connect_cli(&c, &ns, ctx.as_deref(), args).await,
+            ["clustermesh", "status"] => super::cilium_mesh::status_cli(&c, &ns, args).await,
+            ["clustermesh", "connect"] => super::cilium_mesh::connect_cli(&c, &ns, ctx.as_deref(), args).await,
             _ => {
                 eprintln!("Error: unknown command {:?} for \"cilium\"", pos.first().map(String::as_str).unwrap_or(""));
                 1

@@ -3,6 +3,7 @@
 //! codes and traps.
 
 pub mod cilium;
+pub mod cilium_mesh;
 pub mod common;
 pub mod flux;
 pub mod helm;
