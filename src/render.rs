@@ -18,6 +18,59 @@ pub struct Renderer {
     compiled: std::cell::RefCell<std::collections::HashSet<String>>,
 }
 
+/// For an undefined name: the first dotted name in the template that does not resolve, and the
+/// closest name defined where it was looked up ("`cluster.nmae` is not defined; did you mean
+/// `cluster.name`?").
+fn undefined_hint(template: &str, ctx: &Ctx) -> Option<String> {
+    static NAME: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = NAME.get_or_init(|| {
+        regex::Regex::new(r"(\|\s*)?\b([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)")
+            .expect("static regex")
+    });
+    const WORDS: &[&str] = &[
+        "if", "else", "elif", "endif", "for", "endfor", "in", "and", "or", "not", "is", "true",
+        "false", "none", "True", "False", "None", "loop", "set", "endset",
+    ];
+    let blocks = regex::Regex::new(r"\{\{(.*?)\}\}|\{%(.*?)%\}").ok()?;
+    let strings = regex::Regex::new(r#""[^"]*"|'[^']*'"#).ok()?;
+    for b in blocks.captures_iter(template) {
+        let inner = b.get(1).or(b.get(2))?.as_str();
+        // Leave string literals out of it.
+        let code = strings.replace_all(inner, "\"\"");
+        for m in re.captures_iter(&code) {
+            if m.get(1).is_some() {
+                continue; // a filter: `| length`
+            }
+            let path = m.get(2)?.as_str();
+            if WORDS.contains(&path.split('.').next().unwrap_or("")) {
+                continue;
+            }
+            let mut cur = ctx.0.clone();
+            let mut prefix = String::new();
+            for seg in path.split('.') {
+                match cur.get_attr(seg) {
+                    Ok(v) if !v.is_undefined() => {
+                        cur = v;
+                        prefix.push_str(seg);
+                        prefix.push('.');
+                    }
+                    _ => {
+                        let keys: Vec<String> = cur
+                            .try_iter()
+                            .map(|it| it.filter_map(|k| k.as_str().map(String::from)).collect())
+                            .unwrap_or_default();
+                        let near = crate::suggest::closest(seg, keys.iter().map(String::as_str))?;
+                        return Some(format!(
+                            "`{prefix}{seg}` is not defined; did you mean `{prefix}{near}`?"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
 /// A template context, converted once for minijinja.
 #[derive(Clone)]
 pub struct Ctx(pub minijinja::Value);
@@ -73,17 +126,19 @@ impl Renderer {
                 .and_then(|t| t.render(&ctx.0))
         });
         result.map_err(|e| {
-            let detail = match e.kind() {
-                minijinja::ErrorKind::UndefinedError => {
-                    format!("undefined name in template {template:?}: {}", e.detail().unwrap_or("undefined value"))
-                }
-                _ => format!("template {template:?} does not render: {e}"),
+            let (detail, hint) = match e.kind() {
+                minijinja::ErrorKind::UndefinedError => (
+                    format!("undefined name in template {template:?}: {}", e.detail().unwrap_or("undefined value")),
+                    undefined_hint(template, ctx),
+                ),
+                _ => (format!("template {template:?} does not render: {e}"), None),
             };
+            let names = "use a name the plan defines: plan, cluster, node, peers, clusters, versions, git, paths, vars, secrets, mesh, state_dir";
             UserError::new(detail)
                 .in_file(file)
                 .at(line, 1)
                 .field(field)
-                .help("use a name the plan defines: plan, cluster, node, peers, clusters, versions, git, paths, vars, secrets, mesh, state_dir")
+                .help(hint.map_or_else(|| names.to_string(), |h| format!("{h} ({names})")))
                 .with_source_line()
         })
     }

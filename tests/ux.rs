@@ -976,3 +976,30 @@ fn lab_status_speaks_json() {
     assert_eq!(infra["nodes"][0]["talos"], "configured");
     assert_eq!(v["clusters"][1]["bootstrapped"], false);
 }
+
+/// Did-you-mean for template names: an undefined name in a template suggests the closest name
+/// defined where it was looked up.
+#[test]
+fn an_undefined_template_name_gets_a_did_you_mean() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(t.path().join("phases")).unwrap();
+    std::fs::write(
+        t.path().join("phases/01-x.yaml"),
+        "id: x\ntitle: X\nsteps:\n  - id: a\n    for_each: cluster\n    run: { cmd: [echo, \"{{ cluster.nmae }}\"] }\n  - id: b\n    run: { cmd: [echo, \"{{ versoins.talos }}\"] }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bootstrap"))
+        .arg("--phases")
+        .arg(t.path().join("phases"))
+        .arg("--state-dir")
+        .arg(t.path().join("state"))
+        .arg("plan")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("BOOTSTRAP_PLAN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("did you mean `cluster.name`?"), "{err}");
+    assert!(err.contains("did you mean `versions`?"), "{err}");
+}
