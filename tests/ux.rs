@@ -385,7 +385,11 @@ steps:
     let out = ws.run(&["lint"]);
     assert_eq!(out.status.code(), Some(2), "{}", all(&out));
     let err = text(&out.stderr);
-    assert_eq!(err.matches("undefined name in template").count(), 1, "{err}");
+    assert_eq!(
+        err.matches("undefined name in template").count(),
+        1,
+        "{err}"
+    );
     assert_eq!(
         err.matches("error[").count(),
         1,
