@@ -3,49 +3,13 @@
 
 use std::time::Duration;
 
-use bootstrap::checks::{Clusters, Mode};
-use bootstrap::lab::apiserver::{self, ServeOptions};
+use bootstrap::checks::Mode;
 use bootstrap::lab::cluster::{Local, Objects};
-use bootstrap::spec::phase::ActionSpec;
 use serde_json::{Value, json};
 
-fn check(yaml: &str) -> ActionSpec {
-    serde_saphyr::from_str(yaml).expect("check YAML")
-}
-
-struct Env {
-    server: apiserver::ApiServer,
-    clusters: Clusters,
-    _tmp: tempfile::TempDir,
-}
-
-async fn env() -> Env {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = apiserver::serve(ServeOptions {
-        cluster: "infra".into(),
-        persist: None,
-        port: None,
-    })
-    .await
-    .unwrap();
-    let kc = tmp.path().join("kubeconfig");
-    apiserver::kubeconfig::write_kubeconfig(
-        &kc,
-        &[("admin@infra".into(), "infra".into(), server.url())],
-        None,
-    )
-    .unwrap();
-    let (plan, _) = bootstrap::spec::load_plan(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/plans/lab.yaml"
-    )))
-    .unwrap();
-    Env {
-        clusters: Clusters::new(&plan, kc),
-        server,
-        _tmp: tmp,
-    }
-}
+#[path = "common/api.rs"]
+mod api;
+use api::{check, env};
 
 async fn crd(c: &Local, group: &str, plural: &str, kind: &str, version: &str) {
     c.create(
