@@ -123,18 +123,7 @@ fn gates_hold(ws: &Workspace, sel: &crate::dag::Selection, choose: Chooser) -> R
         let mut hold = true;
         'gates: for g in &gates {
             for item in &g.items {
-                let ctx = action::Ctx {
-                    env: &env,
-                    stdin: false,
-                    log: None,
-                    redactor: &redactor,
-                    clusters: &clusters,
-                    cancel: crate::exec::Cancel::never(),
-                    id: &g.id,
-                    events: None,
-                    progress: None,
-                    spawned: None,
-                };
+                let ctx = action::Ctx::look(&env, &redactor, &clusters, &g.id);
                 let t = item.timeout.min(std::time::Duration::from_secs(30));
                 if !action::once(&item.check, &ctx, t, "gate").await.passed {
                     tracing::info!("{}: {} does not hold now; running", g.id, item.id);
@@ -710,18 +699,7 @@ pub fn probe(ws: &Workspace, view: &mut DryRun, choose: Chooser) -> Result<()> {
                 .or(s.run.as_ref().filter(|r| crate::checks::is_kube(r)))
             {
                 // A step whose action is itself a Kubernetes condition (a wait) is probed by it.
-                let ctx = action::Ctx {
-                    env: &env,
-                    stdin: false,
-                    log: None,
-                    redactor: &redactor,
-                    clusters: &clusters,
-                    cancel: crate::exec::Cancel::never(),
-                    id: &s.id,
-                    events: None,
-                    progress: None,
-                    spawned: None,
-                };
+                let ctx = action::Ctx::look(&env, &redactor, &clusters, &s.id);
                 let said =
                     action::once(check, &ctx, std::time::Duration::from_secs(30), "probe").await;
                 if said.passed {

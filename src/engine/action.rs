@@ -40,6 +40,30 @@ pub struct Ctx<'a> {
     pub spawned: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
 }
 
+impl<'a> Ctx<'a> {
+    /// A read-only look outside a run (`plan --probe`, "nothing to do"): no log, no events, never
+    /// cancelled; the caller bounds it with a timeout.
+    pub fn look(
+        env: &'a BTreeMap<String, String>,
+        redactor: &'a Redactor,
+        clusters: &'a Clusters,
+        id: &'a str,
+    ) -> Ctx<'a> {
+        Ctx {
+            env,
+            stdin: false,
+            log: None,
+            redactor,
+            clusters,
+            cancel: Cancel::never(),
+            id,
+            events: None,
+            progress: None,
+            spawned: None,
+        }
+    }
+}
+
 /// Say what the unit is doing now, for its heartbeat.
 fn note(ctx: &Ctx<'_>, text: String) {
     if let Some(p) = &ctx.progress
