@@ -37,6 +37,18 @@ pub fn lookup<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
     Some(cur)
 }
 
+/// [`lookup`] as text, where a last part `#` counts the items of a list
+/// (`spec.template.spec.containers.#`, `status.managedRolesStatus.byStatus.reconciled.#`).
+pub fn lookup_text(v: &Value, path: &str) -> Option<String> {
+    match path.strip_suffix('#') {
+        Some(list) if list.is_empty() || list.ends_with('.') => {
+            let l = lookup(v, list.trim_end_matches('.'))?;
+            l.as_array().map(|a| a.len().to_string())
+        }
+        _ => lookup(v, path).filter(|v| !v.is_null()).map(text),
+    }
+}
+
 /// What the object says next to the field: a `message` or Ceph-style `details` beside it.
 fn beside(obj: &Value, path: &str) -> Option<String> {
     let parent = path.rsplit_once('.').map(|(p, _)| p)?;
@@ -96,7 +108,7 @@ pub fn field_rule(
         Some(e) => format!("{e:?}"),
         None => format!("one of {one_of:?}"),
     };
-    let got = lookup(obj, path).filter(|v| !v.is_null()).map(text);
+    let got = lookup_text(obj, path);
     let passed = got
         .as_deref()
         .is_some_and(|g| equals == Some(g) || one_of.iter().any(|o| o == g));
@@ -232,6 +244,8 @@ mod tests {
             Some(&json!(4318))
         );
         assert_eq!(lookup(&svc, "spec.ports[name=zipkin].port"), None);
+        assert_eq!(lookup_text(&svc, "spec.ports.#").as_deref(), Some("2"));
+        assert_eq!(lookup_text(&svc, "spec.missing.#"), None);
         let warn = json!({"metadata": {"name": "rook-ceph"}, "status": {"ceph": {"health": "HEALTH_WARN", "details": {"TOO_FEW_OSDS": {"message": "OSD count 2 < osd_pool_default_size 3"}}}}});
         let out = field_rule(
             &warn,

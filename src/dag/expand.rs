@@ -409,6 +409,7 @@ impl Dag {
                             stdin: step.stdin,
                             serial: step.serial.clone(),
                             on_change: step.on_change,
+                            on_request: step.on_request,
                             env,
                             fingerprint: fp,
                             file: file.clone(),
@@ -613,7 +614,7 @@ impl Dag {
                 let mut deps: Vec<usize> = work
                     .iter()
                     .enumerate()
-                    .filter(|(_, w)| matches!(w, Work::Step(u) if &u.phase == pid))
+                    .filter(|(_, w)| matches!(w, Work::Step(u) if &u.phase == pid && !u.on_request))
                     .map(|(i, _)| i)
                     .collect();
                 if deps.is_empty() {

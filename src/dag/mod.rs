@@ -79,6 +79,9 @@ pub struct Unit {
     pub serial: Option<String>,
     /// What a change of this step's definition means once it has run.
     pub on_change: crate::spec::phase::OnChange,
+    /// Runs only when selected by `--step`; never by a plain run, `--phase` or the gate.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub on_request: bool,
     /// Rendered environment; values may be `op://` references (resolved at run time).
     pub env: BTreeMap<String, String>,
     /// sha256 of the rendered definition.

@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// A step that runs only when `--step` names it (`on_request: true`).
+fn on_request(w: &Work) -> bool {
+    matches!(w, Work::Step(u) if u.on_request)
+}
+
 impl Dag {
     /// Select work by phase ids and step globs; prerequisites come along.
     pub fn select(&self, phases: &[String], steps: &[String]) -> Result<Selection, UserError> {
@@ -22,7 +27,7 @@ impl Dag {
                 self.work
                     .iter()
                     .enumerate()
-                    .filter(|(_, w)| w.phase() == p)
+                    .filter(|(_, w)| w.phase() == p && !on_request(w))
                     .map(|(i, _)| i),
             );
         }
@@ -55,7 +60,7 @@ impl Dag {
             }
         }
         if phases.is_empty() && steps.is_empty() {
-            selected.extend(0..self.work.len());
+            selected.extend((0..self.work.len()).filter(|&i| !on_request(&self.work[i])));
         }
         // Ancestors of the selection are prerequisites.
         let mut prerequisites = HashSet::new();

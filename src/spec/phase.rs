@@ -76,6 +76,10 @@ pub struct Step {
     /// (irreversible: the run stops and names it).
     #[serde(default)]
     pub on_change: OnChange,
+    /// Runs only when asked for by `--step` (a drill such as deleting a pod): a plain run, a
+    /// `--phase` selection and the phase's gate leave it out.
+    #[serde(default)]
+    pub on_request: bool,
 }
 
 /// What a changed definition of a step that already ran means.
