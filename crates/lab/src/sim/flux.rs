@@ -14,98 +14,10 @@ use crate::charts;
 use crate::cluster::Objects;
 use crate::core::{FaultKind, LabDir, Topology};
 
-/// The reference GitOps tree the lab's Git remote serves (lab/gitops in the repository): weeks 1–4,
-/// with the seed's corrections applied. A user copies it into their repository.
-const TREE: &[(&str, &str)] = &[
-    (
-        "kubernetes/clusters/infra/infrastructure.yaml",
-        include_str!("../../../../lab/gitops/kubernetes/clusters/infra/infrastructure.yaml"),
-    ),
-    (
-        "kubernetes/clusters/infra/monitoring.yaml",
-        include_str!("../../../../lab/gitops/kubernetes/clusters/infra/monitoring.yaml"),
-    ),
-    (
-        "kubernetes/clusters/infra/mesh.yaml",
-        include_str!("../../../../lab/gitops/kubernetes/clusters/infra/mesh.yaml"),
-    ),
-    (
-        "kubernetes/clusters/infra/storage.yaml",
-        include_str!("../../../../lab/gitops/kubernetes/clusters/infra/storage.yaml"),
-    ),
-    (
-        "kubernetes/clusters/apps/infrastructure.yaml",
-        include_str!("../../../../lab/gitops/kubernetes/clusters/apps/infrastructure.yaml"),
-    ),
-    (
-        "kubernetes/clusters/apps/mesh.yaml",
-        include_str!("../../../../lab/gitops/kubernetes/clusters/apps/mesh.yaml"),
-    ),
-    (
-        "kubernetes/clusters/apps/storage.yaml",
-        include_str!("../../../../lab/gitops/kubernetes/clusters/apps/storage.yaml"),
-    ),
-    (
-        "kubernetes/infrastructure/infra/kustomization.yaml",
-        include_str!("../../../../lab/gitops/kubernetes/infrastructure/infra/kustomization.yaml"),
-    ),
-    (
-        "kubernetes/infrastructure/infra/cilium/helmrelease.yaml",
-        include_str!(
-            "../../../../lab/gitops/kubernetes/infrastructure/infra/cilium/helmrelease.yaml"
-        ),
-    ),
-    (
-        "kubernetes/infrastructure/infra/cilium/values.yaml",
-        include_str!("../../../../lab/gitops/kubernetes/infrastructure/infra/cilium/values.yaml"),
-    ),
-    (
-        "kubernetes/infrastructure/apps/kustomization.yaml",
-        include_str!("../../../../lab/gitops/kubernetes/infrastructure/apps/kustomization.yaml"),
-    ),
-    (
-        "kubernetes/infrastructure/apps/cilium/helmrelease.yaml",
-        include_str!(
-            "../../../../lab/gitops/kubernetes/infrastructure/apps/cilium/helmrelease.yaml"
-        ),
-    ),
-    (
-        "kubernetes/infrastructure/apps/cilium/values.yaml",
-        include_str!("../../../../lab/gitops/kubernetes/infrastructure/apps/cilium/values.yaml"),
-    ),
-    (
-        "kubernetes/monitoring/victoria-metrics.yaml",
-        include_str!("../../../../lab/gitops/kubernetes/monitoring/victoria-metrics.yaml"),
-    ),
-    (
-        "kubernetes/observability/jaeger.yaml",
-        include_str!("../../../../lab/gitops/kubernetes/observability/jaeger.yaml"),
-    ),
-    (
-        "kubernetes/mesh-test/infra/echo.yaml",
-        include_str!("../../../../lab/gitops/kubernetes/mesh-test/infra/echo.yaml"),
-    ),
-    (
-        "kubernetes/mesh-test/apps/echo.yaml",
-        include_str!("../../../../lab/gitops/kubernetes/mesh-test/apps/echo.yaml"),
-    ),
-    (
-        "kubernetes/storage/operators/rook-ceph.yaml",
-        include_str!("../../../../lab/gitops/kubernetes/storage/operators/rook-ceph.yaml"),
-    ),
-    (
-        "kubernetes/storage/operators/openebs.yaml",
-        include_str!("../../../../lab/gitops/kubernetes/storage/operators/openebs.yaml"),
-    ),
-    (
-        "kubernetes/storage/clusters/rook-ceph-cluster.yaml",
-        include_str!("../../../../lab/gitops/kubernetes/storage/clusters/rook-ceph-cluster.yaml"),
-    ),
-    (
-        "kubernetes/storage/velero/velero.yaml",
-        include_str!("../../../../lab/gitops/kubernetes/storage/velero/velero.yaml"),
-    ),
-];
+/// The reference GitOps tree the lab's Git remote serves (lab/gitops in the repository, every file
+/// embedded by build.rs): weeks 1–7, with the seed's corrections applied. A user copies it into
+/// their repository.
+const TREE: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/gitops_tree.rs"));
 
 /// Write the sample tree into the lab's Git remote (once; a user may edit it to rehearse changes).
 pub fn install_gitops_tree(dir: &LabDir) -> std::io::Result<()> {
@@ -472,6 +384,24 @@ pub async fn tick(
         )
         .await?;
     }
+    for o in c
+        .list("source.toolkit.fluxcd.io/v1", "OCIRepository", None, None)
+        .await?
+    {
+        let tag = o["spec"]["ref"]["tag"]
+            .as_str()
+            .unwrap_or("latest")
+            .to_string();
+        set_ready(
+            c,
+            o,
+            "True",
+            "Succeeded",
+            &format!("stored artifact for digest '{tag}@sha256:lab'"),
+            json!({"artifact": {"revision": format!("{tag}@sha256:lab")}}),
+        )
+        .await?;
+    }
     let all_ks = c
         .list(
             "kustomize.toolkit.fluxcd.io/v1",
@@ -517,7 +447,15 @@ pub async fn tick(
                 let target_ns = k["spec"]["targetNamespace"].as_str().map(String::from);
                 let mut failed = None;
                 let mut objs = Vec::new();
-                let mut docs = documents(dir, &path);
+                let source = k["spec"]["sourceRef"]["name"]
+                    .as_str()
+                    .unwrap_or("flux-system");
+                let mut docs = if source == "flux-system" {
+                    documents(dir, &path)
+                } else {
+                    external_documents(source, &path)
+                };
+                substitute(&mut docs, &k["spec"]["postBuild"]["substitute"]);
                 // Namespaces and CRDs first, as kustomize-controller applies them.
                 docs.sort_by_key(|d| match d["kind"].as_str() {
                     Some("Namespace") => 0,
@@ -525,13 +463,14 @@ pub async fn tick(
                     _ => 2,
                 });
                 for mut doc in docs {
-                    if let Some(t) = &target_ns {
+                    // Cluster-scoped objects get no namespace (kustomize sets none on them).
+                    let scoped = !cluster_scoped(doc["kind"].as_str().unwrap_or(""));
+                    if let Some(t) = &target_ns
+                        && scoped
+                    {
                         doc["metadata"]["namespace"] = json!(t);
                     }
-                    if doc["kind"] != "Namespace"
-                        && doc["metadata"]["namespace"].is_null()
-                        && doc["kind"] != "CustomResourceDefinition"
-                    {
+                    if scoped && doc["metadata"]["namespace"].is_null() {
                         doc["metadata"]["namespace"] = json!("default");
                     }
                     let labels = doc["metadata"]["labels"]
@@ -652,14 +591,19 @@ async fn reconcile_helmrelease(
         .as_str()
         .unwrap_or(&ns)
         .to_string();
-    let chart = hr["spec"]["chart"]["spec"]["chart"]
-        .as_str()
-        .unwrap_or(&name)
-        .to_string();
-    let version = hr["spec"]["chart"]["spec"]["version"]
-        .as_str()
-        .unwrap_or("0.0.0")
-        .to_string();
+    let (chart, version) = match chart_ref(c, &hr, &ns).await {
+        Some(cv) => cv,
+        None => (
+            hr["spec"]["chart"]["spec"]["chart"]
+                .as_str()
+                .unwrap_or(&name)
+                .to_string(),
+            hr["spec"]["chart"]["spec"]["version"]
+                .as_str()
+                .unwrap_or("0.0.0")
+                .to_string(),
+        ),
+    };
     let values = match effective_values(c, &hr).await {
         Ok(v) => v,
         Err(m) => return set_ready(c, hr, "False", "InitFailed", &m, json!({})).await,
@@ -783,6 +727,107 @@ async fn reconcile_helmrelease(
             json!({}),
         )
         .await
+    }
+}
+
+/// Kinds without a namespace, among those the reference tree and the charts use.
+fn cluster_scoped(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Namespace"
+            | "CustomResourceDefinition"
+            | "StorageClass"
+            | "ClusterRole"
+            | "ClusterRoleBinding"
+            | "ClusterIssuer"
+            | "CiliumClusterwideNetworkPolicy"
+            | "PriorityClass"
+    )
+}
+
+/// A HelmRelease's `spec.chartRef` to an OCIRepository: the chart is the repository URL's last
+/// segment and the version its `ref.tag` (what helm-controller pulls, facts §1.1).
+async fn chart_ref(c: &impl Objects, hr: &Value, ns: &str) -> Option<(String, String)> {
+    let r = &hr["spec"]["chartRef"];
+    if r["kind"] != "OCIRepository" {
+        return None;
+    }
+    let rns = r["namespace"].as_str().unwrap_or(ns);
+    let repo = c
+        .get(
+            "source.toolkit.fluxcd.io/v1",
+            "OCIRepository",
+            Some(rns),
+            r["name"].as_str()?,
+        )
+        .await
+        .ok()
+        .flatten()?;
+    let chart = repo["spec"]["url"]
+        .as_str()?
+        .rsplit('/')
+        .next()?
+        .to_string();
+    let tag = repo["spec"]["ref"]["tag"]
+        .as_str()
+        .unwrap_or("0.0.0")
+        .to_string();
+    Some((chart, tag))
+}
+
+/// Flux's post-build variable substitution: `${name}` in every string of the built manifests is
+/// replaced by `spec.postBuild.substitute[name]`.
+fn substitute(docs: &mut [Value], vars: &Value) {
+    let Some(vars) = vars.as_object().filter(|v| !v.is_empty()) else {
+        return;
+    };
+    fn walk(v: &mut Value, vars: &serde_json::Map<String, Value>) {
+        match v {
+            Value::String(s) if s.contains("${") => {
+                for (k, val) in vars {
+                    let with = val
+                        .as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| val.to_string());
+                    *s = s.replace(&format!("${{{k}}}"), &with);
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| walk(x, vars)),
+            Value::Object(m) => m.values_mut().for_each(|x| walk(x, vars)),
+            _ => {}
+        }
+    }
+    for d in docs {
+        walk(d, vars);
+    }
+}
+
+/// The manifests of a Git source other than the cluster's own repository, as the lab knows them:
+/// keycloak/keycloak-k8s-resources' `kubernetes/` directory (the Keycloak operator: its two CRDs,
+/// service account, RBAC and Deployment `keycloak-operator`, facts §9). Anything else is empty.
+fn external_documents(source: &str, path: &str) -> Vec<Value> {
+    let crd = |plural: &str, kind: &str| {
+        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+               "metadata": {"name": format!("{plural}.k8s.keycloak.org")},
+               "spec": {"group": "k8s.keycloak.org", "scope": "Namespaced", "names": {"plural": plural, "kind": kind},
+                        "versions": [{"name": "v2alpha1", "served": true, "storage": true, "subresources": {"status": {}}}]}})
+    };
+    match (source, path.trim_start_matches("./").trim_end_matches('/')) {
+        ("keycloak-k8s-resources", "kubernetes") => vec![
+            crd("keycloaks", "Keycloak"),
+            crd("keycloakrealmimports", "KeycloakRealmImport"),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "keycloak-operator"}}),
+            charts::workload(
+                "Deployment",
+                "keycloak-operator",
+                "default",
+                "keycloak-operator",
+                Some(1),
+                false,
+                "quay.io/keycloak/keycloak-operator:26.4.7",
+            ),
+        ],
+        _ => Vec::new(),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod flux;
 pub mod jaeger;
 pub mod kubelet;
 pub mod mesh;
+pub mod platform;
 pub mod storage;
 
 use std::collections::HashMap;
@@ -35,6 +36,7 @@ struct Sim {
     started: HashMap<String, (i64, Instant)>,
     flux: flux::FluxState,
     storage: storage::StorageState,
+    platform: platform::PlatformState,
 }
 
 /// Seconds per pod becoming ready, at speed 1.
@@ -204,12 +206,28 @@ impl Sim {
         // Flux reconciles whatever happened above; its errors are retried on the next tick.
         let _ = flux::tick(&mut self.flux, &c, &self.dir, &self.topo, &self.cluster).await;
         // Storage operators (Rook, Velero) move their resources' status.
+        // Platform operators (CNPG, Dragonfly, Rook RGW, Keycloak, cert-manager, ARC,
+        // Mattermost) move theirs; buckets they provision are served to every cluster.
+        platform::tick(
+            &mut self.platform,
+            &c,
+            &self.dir,
+            &self.cluster,
+            &faults,
+            self.topo.speed,
+        )
+        .await;
+        let buckets: Vec<String> = crate::core::read_json(&self.dir.root().join("buckets.json"))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
         let _ = storage::tick(
             &mut self.storage,
             &c,
             &self.cluster,
             &faults,
             self.topo.speed,
+            &buckets,
         )
         .await;
         Ok(())
@@ -231,6 +249,7 @@ pub fn start(
         started: HashMap::new(),
         flux: flux::FluxState::default(),
         storage: storage::StorageState::default(),
+        platform: platform::PlatformState::default(),
     };
     tokio::spawn(async move {
         loop {

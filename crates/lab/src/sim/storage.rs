@@ -70,6 +70,7 @@ pub fn render(chart: &str, version: &str, release: &str, ns: &str, values: &Valu
                     ("cephblockpools", "CephBlockPool"),
                     ("cephfilesystems", "CephFilesystem"),
                     ("cephobjectstores", "CephObjectStore"),
+                    ("cephobjectstoreusers", "CephObjectStoreUser"),
                 ] {
                     out.push(crd("ceph.rook.io", plural, kind, "v1", true));
                 }
@@ -272,6 +273,7 @@ pub async fn tick(
     cluster: &str,
     faults: &[FaultKind],
     speed: f64,
+    buckets: &[String],
 ) -> crate::Result<()> {
     let pace = Duration::from_secs_f64(CEPH_STEP_SECONDS / speed.max(0.01));
     let warn = faults
@@ -373,9 +375,27 @@ pub async fn tick(
         let bucket = bsl["spec"]["objectStorage"]["bucket"]
             .as_str()
             .unwrap_or("");
-        let bucket_exists = claims.iter().any(|o| {
-            o["spec"]["bucketName"].as_str() == Some(bucket) && o["status"]["phase"] == "Bound"
-        });
+        // The bucket exists when a claim bound it here, or on the S3 endpoint another cluster
+        // serves (buckets.json, written when a claim is bound); the endpoint's Service must
+        // resolve in this cluster (a global Service, for a remote store).
+        let bucket_exists = buckets.iter().any(|b| b == bucket)
+            || claims.iter().any(|o| {
+                o["spec"]["bucketName"].as_str() == Some(bucket) && o["status"]["phase"] == "Bound"
+            });
+        let url = bsl["spec"]["config"]["s3Url"].as_str().unwrap_or("");
+        let host = url
+            .split("://")
+            .nth(1)
+            .unwrap_or(url)
+            .split(['/', ':'])
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let mut parts = host.split('.');
+        let (svc, svc_ns) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let resolves = host.is_empty()
+            || svc_ns.is_empty()
+            || matches!(c.get("v1", "Service", Some(svc_ns), svc).await, Ok(Some(_)));
         let cred = bsl["spec"]["credential"]["name"].as_str();
         let cred_ok = match cred {
             None => true,
@@ -388,6 +408,13 @@ pub async fn tick(
                 format!(
                     "BackupStorageLocation \"{name}\" is unavailable: unable to get credentials: secrets \"{}\" not found",
                     cred.unwrap_or("")
+                ),
+            )
+        } else if !resolves {
+            (
+                "Unavailable",
+                format!(
+                    "BackupStorageLocation \"{name}\" is unavailable: rpc error: code = Unknown desc = RequestError: send request failed caused by: Head \"{url}/{bucket}\": dial tcp: lookup {host}: no such host"
                 ),
             )
         } else if !bucket_exists {

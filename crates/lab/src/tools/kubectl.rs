@@ -162,6 +162,27 @@ async fn get(
             };
             println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         }
+        Some(o) if o.starts_with("jsonpath=") => {
+            // `-o jsonpath={.a.b}`: the field's text, as kubectl prints it (no newline).
+            let path = o["jsonpath=".len()..]
+                .trim_start_matches('{')
+                .trim_end_matches('}')
+                .trim_start_matches('.');
+            for (i, item) in items.iter().enumerate() {
+                let v = path
+                    .split('.')
+                    .filter(|p| !p.is_empty())
+                    .fold(item, |v, k| &v[k]);
+                if i > 0 {
+                    print!(" ");
+                }
+                match v {
+                    Value::Null => {}
+                    Value::String(s) => print!("{s}"),
+                    other => print!("{other}"),
+                }
+            }
+        }
         Some("name") => {
             for o in &items {
                 println!(
@@ -282,7 +303,11 @@ async fn create_secret(c: &Remote, args: &[String], ns: &str, name: &str) -> i32
             data.insert(k.to_string(), json!(b64(v.as_bytes())));
         }
     }
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+    let kind = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--type="))
+        .unwrap_or("Opaque");
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": kind,
                         "metadata": {"name": name, "namespace": ns}, "data": data});
     match c.create(secret).await {
         Ok(_) => {
