@@ -256,6 +256,9 @@ fn git_phases(plan: &Plan) -> Value {
         ("foundation", "infrastructure"),
         ("mesh", "mesh"),
         ("storage", "storage"),
+        ("platform", "platform"),
+        ("security", "security"),
+        ("apps", "apps"),
     ] {
         let mut m = serde_json::Map::new();
         for (cluster, base) in &plan.git.paths {

@@ -341,7 +341,17 @@ fn homelab_plan_renders_weeks_one_to_four_with_gates_and_manual_items_and_lints_
         .iter()
         .map(|p| p["id"].as_str().unwrap())
         .collect();
-    assert_eq!(phases, ["foundation", "mesh", "storage"]);
+    assert_eq!(
+        phases,
+        [
+            "foundation",
+            "mesh",
+            "storage",
+            "platform",
+            "security",
+            "apps"
+        ]
+    );
     let gate = |id: &str| -> Vec<serde_json::Value> {
         plan["phases"]
             .as_array()
@@ -398,7 +408,13 @@ fn the_lab_keeps_velero_unavailable_without_its_bucket_and_the_mesh_apart_withou
     let st = tempfile::tempdir().unwrap();
     let phases = fast_phases(st.path(), &[]);
     // Only the foundation, then a probe of what the lab shows before weeks 3 and 4 act.
-    for f in ["02-mesh.yaml", "03-storage.yaml"] {
+    for f in [
+        "02-mesh.yaml",
+        "03-storage.yaml",
+        "04-platform.yaml",
+        "05-security.yaml",
+        "06-apps.yaml",
+    ] {
         std::fs::remove_file(phases.join(f)).unwrap();
     }
     std::fs::write(

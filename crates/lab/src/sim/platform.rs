@@ -10,10 +10,14 @@
 //!   "Setting up primary") with condition Ready (ClusterIsReady "Cluster is Ready" /
 //!   ClusterIsNotReady "Cluster Is Not Ready"); `managedRolesStatus.byStatus` lists the
 //!   `spec.managed.roles` whose password Secret exists as reconciled, the others under
-//!   `cannotReconcile` with the reason. The `rollout-stuck` fault on the Cluster's namespace and
+//!   `cannotReconcile` with the reason (`ManagedRoles{byStatus map[RoleStatus][]string,
+//!   cannotReconcile map[string][]string}`, cloudnative-pg `api/v1/cluster_types.go`, read through
+//!   the code search). The `rollout-stuck` fault on the Cluster's namespace and
 //!   name caps its ready instances.
-//! - CNPG `Database` (§6): `status.applied` true (and each `spec.extensions` item applied) once its
-//!   cluster is healthy and its owner is a reconciled role; otherwise false with `message`.
+//! - CNPG `Database` (§6): `status.applied` true (and each `spec.extensions` item applied, as
+//!   `status.extensions[]` of `DatabaseObjectStatus{name, applied, message}`, cloudnative-pg
+//!   `api/v1/database_types.go`) once its cluster is healthy and its owner is a reconciled role;
+//!   otherwise false with `message`.
 //! - Dragonfly (§7): a StatefulSet and the Service `<name>` (with `spec.serviceSpec.annotations`);
 //!   `status.phase` ResourcesCreated → Ready when the StatefulSet has rolled out.
 //! - Rook `CephObjectStore` (§3): Ready once its CephCluster is, with the RGW Deployment
