@@ -120,6 +120,33 @@ async fn ensure(c: &impl Objects, o: Value) {
     }
 }
 
+/// Serving pods `<base>-<i>` of a workload the operator made (what a flow probe's Service or
+/// endpoint resolves to): Running and Ready, with `labels` and one container port.
+async fn ensure_pods(
+    c: &impl Objects,
+    owner: &Value,
+    ns: &str,
+    base: &str,
+    n: i64,
+    labels: Value,
+    port: u16,
+) {
+    for i in 0..n {
+        let name = format!("{base}-{i}");
+        if !matches!(c.get("v1", "Pod", Some(ns), &name).await, Ok(None)) {
+            continue;
+        }
+        let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+            "spec": {"containers": [{"name": base, "image": "lab", "ports": [{"containerPort": port, "protocol": "TCP"}]}]}});
+        owned(&mut p, owner, labels.clone());
+        if let Ok(mut created) = c.create(p).await {
+            created["status"] = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": base, "ready": true, "restartCount": 0, "state": {"running": {"startedAt": now()}}}]});
+            let _ = c.replace_status(created).await;
+        }
+    }
+}
+
 fn b64(v: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(v)
@@ -418,6 +445,18 @@ async fn dragonfly(st: &mut PlatformState, c: &impl Objects, pace: f64) {
         }
         ensure(c, svc).await;
         let rolled = matches!(c.get("apps/v1", "StatefulSet", Some(&ns), &name).await, Ok(Some(s)) if super::workload_ready(&s));
+        if rolled {
+            ensure_pods(
+                c,
+                &df,
+                &ns,
+                &name,
+                1,
+                json!({"app": name, "role": "master"}),
+                6379,
+            )
+            .await;
+        }
         let k = format!("df/{ns}/{name}");
         let phase = if rolled {
             "Ready"
@@ -468,6 +507,17 @@ async fn object_store(st: &mut PlatformState, c: &impl Objects, dir: &LabDir, pa
             rgw["spec"]["template"]["metadata"]["labels"]["app"] = json!("rook-ceph-rgw");
             rgw["spec"]["template"]["metadata"]["labels"]["rook_object_store"] = json!(name);
             ensure(c, rgw).await;
+            let port = os["spec"]["gateway"]["port"].as_u64().unwrap_or(80) as u16;
+            ensure_pods(
+                c,
+                &os,
+                &ns,
+                &format!("rook-ceph-rgw-{name}-a"),
+                os["spec"]["gateway"]["instances"].as_i64().unwrap_or(1),
+                json!({"app": "rook-ceph-rgw", "rook_object_store": name}),
+                port,
+            )
+            .await;
             if st.steps(k, pace) >= 1 {
                 "Ready"
             } else {
