@@ -81,6 +81,26 @@ impl Outcome {
     pub fn is_done(self) -> bool {
         matches!(self, Outcome::Done | Outcome::Satisfied)
     }
+    /// The word events, records and views use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Done => "done",
+            Outcome::Satisfied => "satisfied",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+    /// The outcome [`Outcome::as_str`] names.
+    pub fn parse(s: &str) -> Option<Outcome> {
+        [
+            Outcome::Done,
+            Outcome::Satisfied,
+            Outcome::Failed,
+            Outcome::Interrupted,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+    }
 }
 
 /// One journal record. Every transition is recorded before the run moves on.
