@@ -134,7 +134,11 @@ pub async fn execute(
     let run_id = new_run_id();
     let signals = Signals::install();
     let lock = take_lock(ws, &run_id)?;
-    let state = FileStore::new(&ws.state_dir).load()?;
+    // Compacted on run start: the journal becomes one snapshot record, then this run's records.
+    let mut store = FileStore::new(&ws.state_dir);
+    let (before, after) = store.compact()?;
+    tracing::debug!("journal compacted: {before} -> {after} bytes");
+    let state = store.load()?;
     let todo = prepare::work(ws, sel, &state, opts.refresh);
     let unconfirmed = confirm(ws, &todo, opts, g).await;
     let plan = prepare::run_plan(ws, sel, &state, &todo, unconfirmed, opts);
