@@ -669,7 +669,7 @@ async fn keycloak(c: &impl Objects) {
         let rolled = matches!(c.get("apps/v1", "StatefulSet", Some(&ns), &name).await, Ok(Some(s)) if super::workload_ready(&s));
         let (ready, ready_msg) = match (&problem, rolled) {
             (Some(p), _) => ("False", p.clone()),
-            (None, false) => ("False", format!("Waiting for more replicas")),
+            (None, false) => ("False", "Waiting for more replicas".to_string()),
             (None, true) => ("True", String::new()),
         };
         let errors = if problem.is_some() { "True" } else { "False" };
