@@ -63,6 +63,7 @@ pub fn timeout_text(a: &ActionSpec) -> Option<&str> {
         ActionSpec::Condition(c) => c.timeout.as_deref(),
         ActionSpec::Exists(c) | ActionSpec::Absent(c) => c.timeout.as_deref(),
         ActionSpec::Crd(c) => c.timeout.as_deref(),
+        ActionSpec::Flow(c) => c.timeout.as_deref(),
         _ => None,
     }
 }
@@ -132,6 +133,7 @@ impl Clusters {
             ActionSpec::Crd(c) => c.cluster.as_deref(),
             ActionSpec::Field(c) => c.cluster.as_deref(),
             ActionSpec::Kustomizations(c) | ActionSpec::Helmreleases(c) => c.cluster.as_deref(),
+            ActionSpec::Flow(c) => c.from.cluster.as_deref(),
             _ => None,
         }
     }
