@@ -1,4 +1,5 @@
-//! Built-in Kubernetes checks: nodes, rollout, condition, exists/absent, crd.
+//! Built-in Kubernetes checks: nodes, rollout, condition, exists/absent, crd, field, Flux objects,
+//! and network flows (a probe pod, `flow.rs`).
 //!
 //! Owns evaluating a kube-native [`ActionSpec`] against a cluster with the `kube` client: typed
 //! APIs for nodes and workloads, dynamic objects for everything else (Flux, CNPG, …). In wait mode a
@@ -6,6 +7,7 @@
 //! kubectl and never decides what to do with the outcome: the engine does.
 
 pub mod field;
+pub mod flow;
 pub mod flux;
 mod rules;
 
@@ -151,6 +153,9 @@ impl Clusters {
         mode: Mode,
         progress: Option<&std::sync::Mutex<String>>,
     ) -> Result<Outcome> {
+        if let ActionSpec::Flow(f) = check {
+            return flow::evaluate(self, f, mode, progress).await;
+        }
         let cluster = Self::cluster_of(check)
             .ok_or_else(|| {
                 color_eyre::eyre::eyre!("not a Kubernetes check, or it names no cluster")
