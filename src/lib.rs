@@ -32,6 +32,7 @@ pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod inspect;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod lint;
 pub mod project;

@@ -9,8 +9,26 @@ use clap::{CommandFactory, FromArgMatches};
 use bootstrap::cli::{Cli, Command};
 use bootstrap::error::{Exit, ExitError, UserError, UserErrors, exit_code_of};
 
+// The lab is wired here, as the environment of lab plans; the engine never knows it.
+#[cfg(not(feature = "lab"))]
+use bootstrap::engine::environment::real_world as environment_for;
+#[cfg(feature = "lab")]
+use bootstrap::lab::{environment_for, lab_command};
+
+/// `bootstrap lab …` in a build without the lab.
+#[cfg(not(feature = "lab"))]
+fn lab_command(
+    _: &bootstrap::cli::Global,
+    _: &bootstrap::cli::LabCommand,
+) -> bootstrap::error::Result<Exit> {
+    Err(UserError::new("this bootstrap was built without the lab")
+        .help("build with the default features: cargo build")
+        .into())
+}
+
 fn main() -> ExitCode {
-    if let Some(code) = bootstrap::lab::tools::dispatch_by_argv0() {
+    #[cfg(feature = "lab")]
+    if let Some(code) = bootstrap_lab::tools::dispatch_by_argv0() {
         return code;
     }
     // `COMPLETE=bash bootstrap` prints the shell's registration; the shell then calls back here.
@@ -82,17 +100,11 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         // The lab is wired here, as the environment of lab plans; the engine never knows it.
-        Command::Plan(args) => {
-            bootstrap::commands::plan_command(g, &args, &bootstrap::lab::environment_for)
-        }
+        Command::Plan(args) => bootstrap::commands::plan_command(g, &args, &environment_for),
         Command::Graph(args) => bootstrap::commands::graph_command(g, &args),
         Command::Lint(args) => bootstrap::lint::lint_command(g, &args),
-        Command::Run(args) => {
-            bootstrap::commands::run_command(g, &args, &bootstrap::lab::environment_for)
-        }
-        Command::Resume(args) => {
-            bootstrap::commands::resume_command(g, &args, &bootstrap::lab::environment_for)
-        }
+        Command::Run(args) => bootstrap::commands::run_command(g, &args, &environment_for),
+        Command::Resume(args) => bootstrap::commands::resume_command(g, &args, &environment_for),
         Command::Status(args) => bootstrap::commands::status_command(g, &args),
         Command::Reset(args) => bootstrap::commands::reset_command(g, &args),
         Command::Unlock(args) => bootstrap::commands::unlock_command(g, &args),
@@ -100,7 +112,7 @@ fn main() -> ExitCode {
         Command::Show(args) => bootstrap::inspect::show_command(g, &args),
         Command::Man => bootstrap::inspect::man_command(),
         Command::Lab(cmd) => {
-            let result = bootstrap::lab::lab_command(g, &cmd);
+            let result = lab_command(g, &cmd);
             if matches!(cmd, bootstrap::cli::LabCommand::Reset)
                 && matches!(result, Ok(Exit::Ok))
                 && !g.quiet

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bootstrap::checks::Mode;
-use bootstrap::lab::cluster::{Local, Objects};
+use bootstrap_lab::cluster::{Local, Objects};
 use serde_json::json;
 
 #[path = "common/api.rs"]
@@ -20,7 +20,7 @@ async fn node(e: &Env, name: &str, ready: bool) {
     n["status"] = json!({"conditions": [if ready {
         json!({"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"})
     } else {
-        json!({"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": bootstrap::lab::sim::NOT_READY_MESSAGE})
+        json!({"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": bootstrap_lab::sim::NOT_READY_MESSAGE})
     }]});
     c.replace_status(n).await.unwrap();
 }

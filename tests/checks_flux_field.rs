@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bootstrap::checks::Mode;
-use bootstrap::lab::cluster::{Local, Objects};
+use bootstrap_lab::cluster::{Local, Objects};
 use serde_json::{Value, json};
 
 #[path = "common/api.rs"]

@@ -67,7 +67,7 @@ fn objects(state: &Path) -> BTreeSet<(String, String, String)> {
             .join("lab/clusters")
             .join(cluster)
             .join("objects.json");
-        let store = bootstrap::lab::apiserver::Store::new(Some(path));
+        let store = bootstrap_lab::apiserver::Store::new(Some(path));
         let inner = store.inner.lock().unwrap();
         for (res, m) in &inner.objects {
             if res == "/events" {

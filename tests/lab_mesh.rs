@@ -113,8 +113,8 @@ fn clusters_connect_and_a_global_service_is_reachable_from_the_other_cluster() {
     ] {
         create_namespace(&l, cluster);
         let created = l.rt.block_on(async {
-            use bootstrap::lab::cluster::Objects;
-            let r = bootstrap::lab::cluster::Remote(bootstrap::lab::cluster::client(&l.kubeconfig(), Some(&format!("admin@{cluster}"))).await.unwrap());
+            use bootstrap_lab::cluster::Objects;
+            let r = bootstrap_lab::cluster::Remote(bootstrap_lab::cluster::client(&l.kubeconfig(), Some(&format!("admin@{cluster}"))).await.unwrap());
             r.create(serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "postgres-rw", "namespace": "databases", "annotations": {key: "true"}}, "spec": {"ports": [{"port": 5432, "protocol": "TCP"}]}})).await
         });
         assert!(created.is_ok(), "{created:?}");

@@ -493,3 +493,12 @@ fn kubectl_stand_in_create_namespace_twice_and_annotate_without_overwrite() {
         "namespace/demo annotated\n"
     );
 }
+
+/// The lab answers to exactly the tools the core's lint knows it stands in for.
+#[test]
+fn the_lab_stands_in_for_the_tools_lint_expects() {
+    assert_eq!(
+        bootstrap_lab::tools::TOOLS,
+        bootstrap::lint::tools::STAND_INS
+    );
+}

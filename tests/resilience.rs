@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use bootstrap::lab::apiserver::Store;
+use bootstrap_lab::apiserver::Store;
 use lab::{TestLab, err, out};
 
 /// Defect 1: the lab's API server persisted every 300 ms, so a kill lost writes it had

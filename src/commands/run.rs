@@ -10,7 +10,7 @@ use crate::cli::{Global, ResetArgs, ResumeArgs, RunArgs, StatusArgs, StatusForma
 use crate::dag::Work;
 use crate::dryrun::DryRun;
 use crate::engine::environment::Chooser;
-use crate::engine::{RunOptions, action, execute};
+use crate::engine::{Outputs, RunOptions, action, execute};
 use crate::error::{Exit, ExitError, Result, UserError};
 use crate::state::StepStatus;
 use crate::state::{FileStore, Lock, LockError, Record, Store};
@@ -67,14 +67,30 @@ fn start(
     }
     // What this run runs, kept by fingerprint, for `plan` to diff against later.
     crate::state::definitions::save(&ws.state_dir, sel.order.iter().map(|&i| &ws.dag.work[i]))?;
-    attach_junit(ws, junit);
+    let mut reporters = vec![live_reporter(g)];
+    reporters.extend(junit_reporter(ws, junit));
     let asked = crate::cli::Selection {
         phases: opts.phases.clone(),
         steps: opts.steps.clone(),
     };
-    report_context(ws, sel, &asked);
+    let outputs = Outputs {
+        reporters,
+        report: crate::report::MarkdownReport::with_context(report_context(ws, sel, &asked)),
+    };
     let mut environment = choose(ws);
-    runtime()?.block_on(execute(ws, sel, g, opts, environment.as_mut()))
+    runtime()?.block_on(execute(ws, sel, g, opts, environment.as_mut(), outputs))
+}
+
+/// The reporter for the output mode: JSON events, plain lines (CI, no terminal, `-v`), or bars.
+fn live_reporter(g: &Global) -> Box<dyn crate::report::Reporter> {
+    use crate::report::{Bars, JsonLines, Plain};
+    if g.output == crate::cli::OutputMode::Json {
+        Box::new(JsonLines::default())
+    } else if crate::color::is_ci() || !crate::color::get().live || g.verbose > 0 {
+        Box::new(Plain::new(g.verbose > 0, g.quiet))
+    } else {
+        Box::new(Bars::new())
+    }
 }
 
 /// Before the first action: the tools the selection runs are on PATH (`--skip-preflight` skips it).
@@ -88,13 +104,17 @@ fn preflight(ws: &Workspace, sel: &crate::dag::Selection) -> Result<()> {
 }
 
 /// The run report's context: fingerprints, and every selected unit in wave order.
-fn report_context(ws: &Workspace, sel: &crate::dag::Selection, args: &crate::cli::Selection) {
+fn report_context(
+    ws: &Workspace,
+    sel: &crate::dag::Selection,
+    args: &crate::cli::Selection,
+) -> crate::report::RunContext {
     let view = crate::dryrun::build(ws, sel, args);
-    crate::report::set_context(crate::report::RunContext {
+    crate::report::RunContext {
         plan_fingerprint: view.basis.plan_fingerprint,
         phases_fingerprint: view.basis.phases_fingerprint,
         order: view.waves.into_iter().flatten().collect(),
-    });
+    }
 }
 
 /// Whether every gate item of the selection passes now (each asked once, read-only, as
@@ -138,8 +158,11 @@ fn gates_hold(ws: &Workspace, sel: &crate::dag::Selection, choose: Chooser) -> R
 }
 
 /// `--junit FILE`: a JUnit reporter beside the chosen one.
-fn attach_junit(ws: &Workspace, file: Option<&std::path::Path>) {
-    if let Some(path) = file {
+fn junit_reporter(
+    ws: &Workspace,
+    file: Option<&std::path::Path>,
+) -> Option<Box<dyn crate::report::Reporter>> {
+    file.map(|path| {
         let phase_of = ws
             .dag
             .work
@@ -147,12 +170,12 @@ fn attach_junit(ws: &Workspace, file: Option<&std::path::Path>) {
             .map(|w| (w.id().to_string(), w.phase().to_string()))
             .collect();
         let phases = ws.dag.phases.iter().map(|p| p.id.clone()).collect();
-        crate::report::attach(Box::new(crate::report::JunitReport::new(
+        Box::new(crate::report::JunitReport::new(
             path.to_path_buf(),
             phases,
             phase_of,
-        )));
-    }
+        )) as Box<dyn crate::report::Reporter>
+    })
 }
 
 /// Terraform's "No changes": when every selected step and gate is recorded done with its current
@@ -187,7 +210,7 @@ fn nothing_to_do(
     };
     if g.output == crate::cli::OutputMode::Json {
         use crate::report::Reporter;
-        crate::report::JsonLines.event(&e);
+        crate::report::JsonLines::default().event(&e);
     } else if !g.quiet {
         eprintln!(
             "No changes. All {} selected steps are done and unchanged and their gates hold{}; nothing to do.\n`bootstrap run --refresh` asks the steps' checks again; `bootstrap status` shows what is recorded.",
@@ -274,7 +297,7 @@ pub fn resume_command(g: &Global, a: &ResumeArgs, choose: Chooser) -> Result<Exi
         };
         if g.output == crate::cli::OutputMode::Json {
             use crate::report::Reporter;
-            crate::report::JsonLines.event(&e);
+            crate::report::JsonLines::default().event(&e);
         } else if !g.quiet {
             eprintln!(
                 "Nothing to resume: run {} succeeded. Start a new one with `bootstrap run`.",

@@ -32,7 +32,30 @@ impl Environment for RealWorld {
 /// Chooses the environment for a loaded plan (the command line passes the lab's chooser).
 pub type Chooser<'a> = &'a dyn Fn(&crate::workspace::Workspace) -> Box<dyn Environment>;
 
-/// The chooser for a build without a lab: always the real world.
-pub fn real_world(_: &crate::workspace::Workspace) -> Box<dyn Environment> {
-    Box::new(RealWorld)
+/// The chooser for a build without the lab: the real world, and a lab plan refused at start.
+pub fn real_world(ws: &crate::workspace::Workspace) -> Box<dyn Environment> {
+    if ws.spec.plan.lab {
+        Box::new(NoLab)
+    } else {
+        Box::new(RealWorld)
+    }
+}
+
+/// A `lab: true` plan in a build without the lab (`--no-default-features`).
+struct NoLab;
+
+impl Environment for NoLab {
+    fn start(&mut self) -> BoxFuture<'_, Result<Vec<(String, String)>>> {
+        Box::pin(async {
+            Err(crate::error::UserError::new(
+                "this plan is a lab plan (lab: true), and this bootstrap was built without the lab",
+            )
+            .field("lab")
+            .help("build with the default features (`cargo build`), or use a plan with lab: false")
+            .into())
+        })
+    }
+    fn stop(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }

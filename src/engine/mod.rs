@@ -24,7 +24,7 @@ use crate::checks::Clusters;
 use crate::cli::{Global, OutputMode};
 use crate::dag::{Selection, Work};
 use crate::error::{Exit, ExitError, Result};
-use crate::report::{Bars, Event, JsonLines, Plain, Reporter};
+use crate::report::{Event, Reporter};
 use crate::secrets::Redactor;
 use crate::spec::phase::OnChange;
 use crate::state::{FileStore, Lock, LockError, Outcome, Record, Store};
@@ -51,17 +51,11 @@ pub fn interactive() -> bool {
     std::io::stdin().is_terminal() && std::io::stderr().is_terminal() && !crate::color::is_ci()
 }
 
-fn reporter_for(g: &Global) -> Box<dyn Reporter> {
-    if g.output == OutputMode::Json {
-        Box::new(JsonLines)
-    } else if crate::color::is_ci() || !crate::color::get().live || g.verbose > 0 {
-        Box::new(Plain {
-            verbose: g.verbose > 0,
-            quiet: g.quiet,
-        })
-    } else {
-        Box::new(Bars::new())
-    }
+/// Where a run's events go, chosen by the command that starts it: the live reporters (bars,
+/// plain lines or JSON, and `--junit`) and the run report.
+pub struct Outputs {
+    pub reporters: Vec<Box<dyn Reporter>>,
+    pub report: crate::report::MarkdownReport,
 }
 
 fn new_run_id() -> String {
@@ -133,6 +127,7 @@ pub async fn execute(
     g: &Global,
     opts: &RunOptions,
     environment: &mut dyn Environment,
+    outputs: Outputs,
 ) -> Result<Exit> {
     let started = Instant::now();
     let run_id = new_run_id();
@@ -151,7 +146,7 @@ pub async fn execute(
         .collect();
     let mut dispatcher = Dispatcher::new(plan);
 
-    let mut run = run::Run::new(ws, g, run_id.clone(), started);
+    let mut run = run::Run::new(ws, outputs, run_id.clone(), started);
     run.store.append(&Record::RunStarted {
         run_id: run_id.clone(),
         at: crate::state::now(),

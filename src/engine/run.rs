@@ -15,7 +15,6 @@ use super::dispatch::{Decision, Dispatcher, Ended};
 use super::signals::Signals;
 use super::{Msg, UnitResult, unit};
 use crate::checks::Clusters;
-use crate::cli::Global;
 use crate::dag::Work;
 use crate::error::Result;
 use crate::report::{Event, Fanout, MarkdownReport, Reporter};
@@ -54,14 +53,19 @@ pub(crate) struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    pub fn new(ws: &'a Workspace, g: &Global, run_id: String, started: Instant) -> Run<'a> {
+    pub fn new(
+        ws: &'a Workspace,
+        outputs: super::Outputs,
+        run_id: String,
+        started: Instant,
+    ) -> Run<'a> {
         Run {
             ws,
             run_id,
             started,
             store: FileStore::new(&ws.state_dir),
-            reporter: Fanout(vec![super::reporter_for(g)]),
-            report: MarkdownReport::new(),
+            reporter: Fanout(outputs.reporters),
+            report: outputs.report,
             tails: BTreeMap::new(),
             phases: BTreeSet::new(),
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{Event, Plain, Reporter, current_tally, first_line, outcome_word, summary};
+use super::{Event, Plain, Reporter, Tally, first_line, outcome_word, summary};
 
 pub struct Bars {
     multi: MultiProgress,
@@ -20,6 +20,8 @@ pub struct Bars {
     quiet: bool,
     /// The terminal cannot redraw: plain lines instead.
     plain: Option<Plain>,
+    /// The counts for the closing line.
+    tally: Tally,
 }
 
 impl Bars {
@@ -50,10 +52,8 @@ impl Bars {
             running: HashMap::new(),
             color: d.stderr,
             quiet: d.quiet,
-            plain: (!d.live).then_some(Plain {
-                verbose: d.verbose,
-                quiet: d.quiet,
-            }),
+            plain: (!d.live).then(|| Plain::new(d.verbose, d.quiet)),
+            tally: Tally::default(),
         }
     }
 
@@ -94,6 +94,7 @@ impl Reporter for Bars {
         if let Some(p) = &mut self.plain {
             return p.event(e);
         }
+        self.tally.add(e);
         let quiet = self.quiet;
         match e {
             Event::RunStarted { steps, .. } => {
@@ -207,7 +208,7 @@ impl Reporter for Bars {
             }
             Event::RunFinished { outcome, .. } => {
                 self.finish();
-                if let Some(line) = summary::line(e, &current_tally()) {
+                if let Some(line) = summary::line(e, &self.tally) {
                     let style = if outcome == "succeeded" {
                         green()
                     } else {

@@ -21,19 +21,6 @@ pub struct RunContext {
     pub order: Vec<String>,
 }
 
-static CONTEXT: std::sync::Mutex<Option<RunContext>> = std::sync::Mutex::new(None);
-
-/// Tell the next run's report what the run was asked to do.
-pub fn set_context(c: RunContext) {
-    if let Ok(mut g) = CONTEXT.lock() {
-        *g = Some(c);
-    }
-}
-
-fn context() -> Option<RunContext> {
-    CONTEXT.lock().ok().and_then(|g| g.clone())
-}
-
 #[derive(Default)]
 pub struct MarkdownReport {
     events: Vec<Event>,
@@ -42,11 +29,21 @@ pub struct MarkdownReport {
     /// Where the report goes, once known (`write`, or `in_dir`).
     state_dir: Option<PathBuf>,
     tally: super::Tally,
+    /// What the run was asked to do (handed in by the command that starts it).
+    context: Option<RunContext>,
 }
 
 impl MarkdownReport {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A report that knows what the run was asked to do (it lists steps that never started).
+    pub fn with_context(context: RunContext) -> Self {
+        MarkdownReport {
+            context: Some(context),
+            ..Self::default()
+        }
     }
 
     /// A report that writes itself to `state_dir` when the run finishes.
@@ -65,7 +62,7 @@ impl MarkdownReport {
     pub fn render(&self) -> String {
         let mut o = String::new();
         let mut run_id = String::new();
-        let ctx = context();
+        let ctx = self.context.clone();
         for e in &self.events {
             if let Event::RunStarted {
                 run_id: r,

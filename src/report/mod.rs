@@ -9,13 +9,12 @@ mod markdown;
 pub mod summary;
 
 use std::io::Write;
-use std::sync::Mutex;
 
 use serde::Serialize;
 
 pub use bars::Bars;
 pub use junit::JunitReport;
-pub use markdown::{MarkdownReport, RunContext, set_context};
+pub use markdown::{MarkdownReport, RunContext};
 pub use summary::Tally;
 
 /// Version of the JSON event shape (`--output json`), bumped on incompatible changes.
@@ -122,46 +121,15 @@ pub trait Reporter: Send {
     }
 }
 
-/// The run as the reporters have seen it so far: the counts for the closing summary.
-///
-/// Kept per process and fed by [`Fanout`], because `Plain` and `JsonLines` are built by the
-/// dispatcher as plain values; a reporter reads it when the run finishes.
-static TALLY: Mutex<Option<Tally>> = Mutex::new(None);
-
-fn tally_add(e: &Event) {
-    if let Ok(mut t) = TALLY.lock() {
-        if matches!(e, Event::RunStarted { .. }) {
-            *t = Some(Tally::default());
-        }
-        t.get_or_insert_with(Tally::default).add(e);
-    }
-}
-
-/// The counts of the current run (as fed through [`Fanout`]).
-pub fn current_tally() -> Tally {
-    TALLY
-        .lock()
-        .ok()
-        .and_then(|t| t.clone())
-        .unwrap_or_default()
-}
-
-/// Reporters asked for by the command line beside the chosen one (`--junit`), attached before the
-/// run starts. Every [`Fanout`] also feeds them.
-static ATTACHED: Mutex<Vec<Box<dyn Reporter>>> = Mutex::new(Vec::new());
-
-/// Attach a reporter to the next run's event stream.
-pub fn attach(r: Box<dyn Reporter>) {
-    if let Ok(mut v) = ATTACHED.lock() {
-        v.push(r);
-    }
-}
-
 /// One JSON object per event on stdout. `run-finished` also carries `counts` (see docs/engine.md).
-pub struct JsonLines;
+#[derive(Default)]
+pub struct JsonLines {
+    tally: Tally,
+}
 
 impl Reporter for JsonLines {
     fn event(&mut self, e: &Event) {
+        self.tally.add(e);
         let env = Envelope {
             schema: EVENT_SCHEMA,
             ts: crate::state::now(),
@@ -169,10 +137,8 @@ impl Reporter for JsonLines {
         };
         let value = serde_json::to_value(&env).map(|mut v| {
             if matches!(e, Event::RunFinished { .. })
-                && let (Some(o), Ok(c)) = (
-                    v.as_object_mut(),
-                    serde_json::to_value(current_tally().closed()),
-                )
+                && let (Some(o), Ok(c)) =
+                    (v.as_object_mut(), serde_json::to_value(self.tally.closed()))
             {
                 o.insert("counts".into(), c);
             }
@@ -188,8 +154,20 @@ impl Reporter for JsonLines {
 
 /// Plain timestamped lines on stderr (CI, or not a terminal).
 pub struct Plain {
-    pub verbose: bool,
-    pub quiet: bool,
+    verbose: bool,
+    quiet: bool,
+    /// The counts for the closing line.
+    tally: Tally,
+}
+
+impl Plain {
+    pub fn new(verbose: bool, quiet: bool) -> Plain {
+        Plain {
+            verbose,
+            quiet,
+            tally: Tally::default(),
+        }
+    }
 }
 
 fn hms() -> String {
@@ -198,6 +176,7 @@ fn hms() -> String {
 
 impl Reporter for Plain {
     fn event(&mut self, e: &Event) {
+        self.tally.add(e);
         let line = match e {
             Event::RunStarted { .. } => summary::header(e),
             Event::PhaseStarted { phase } => Some(format!("phase {phase}")),
@@ -271,7 +250,7 @@ impl Reporter for Plain {
                 if *passed { "passed" } else { "FAILED" }
             )),
             Event::NothingToDo { steps, .. } => Some(format!("nothing to do: {steps} steps done")),
-            Event::RunFinished { .. } => summary::line(e, &current_tally()),
+            Event::RunFinished { .. } => summary::line(e, &self.tally),
         };
         if let Some(l) = line {
             if self.quiet
@@ -323,24 +302,13 @@ pub struct Fanout(pub Vec<Box<dyn Reporter>>);
 
 impl Reporter for Fanout {
     fn event(&mut self, e: &Event) {
-        tally_add(e);
         for r in &mut self.0 {
             r.event(e);
-        }
-        if let Ok(mut v) = ATTACHED.lock() {
-            for r in v.iter_mut() {
-                r.event(e);
-            }
         }
     }
     fn finish(&mut self) {
         for r in &mut self.0 {
             r.finish();
-        }
-        if let Ok(mut v) = ATTACHED.lock() {
-            for r in v.iter_mut() {
-                r.finish();
-            }
         }
     }
     fn suspend(&mut self, f: &mut dyn FnMut()) {

@@ -3,9 +3,9 @@
 #![allow(dead_code)]
 
 use bootstrap::checks::Clusters;
-use bootstrap::lab::apiserver::{self, ServeOptions};
-use bootstrap::lab::cluster::Local;
 use bootstrap::spec::phase::ActionSpec;
+use bootstrap_lab::apiserver::{self, ServeOptions};
+use bootstrap_lab::cluster::Local;
 
 pub fn check(yaml: &str) -> ActionSpec {
     serde_saphyr::from_str(yaml).expect("check YAML")

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use bootstrap::lab::{Lab, LabHandle};
 use bootstrap::spec::Plan;
+use bootstrap_lab::{Lab, LabHandle};
 
 pub struct TestLab {
     pub rt: tokio::runtime::Runtime,
@@ -31,10 +31,9 @@ impl TestLab {
             .unwrap();
         let state = tmp.path().join("state");
         let handle = rt
-            .block_on(Lab::start_with(
-                &plan,
-                &state,
-                Path::new(env!("CARGO_BIN_EXE_bootstrap")),
+            .block_on(Lab::start(
+                &bootstrap::lab::config(&plan, &state, Path::new(env!("CARGO_BIN_EXE_bootstrap")))
+                    .expect("lab config"),
             ))
             .expect("lab starts");
         TestLab {

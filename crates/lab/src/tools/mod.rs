@@ -14,8 +14,11 @@ pub mod talosctl;
 
 use std::process::ExitCode;
 
-/// The tools the lab stands in for.
-pub const TOOLS: &[&str] = crate::lint::tools::STAND_INS;
+/// The tools the lab stands in for (the core's `lint::tools::STAND_INS` names the same; a test
+/// keeps the two equal).
+pub const TOOLS: &[&str] = &[
+    "talosctl", "helm", "cilium", "hubble", "flux", "op", "kubectl",
+];
 
 /// If argv[0] names a stand-in tool, run it and return its exit code.
 pub fn dispatch_by_argv0() -> Option<ExitCode> {

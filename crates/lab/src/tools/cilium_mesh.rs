@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::common;
-use crate::lab::cluster::{Objects, Remote};
-use crate::lab::sim::mesh::*;
+use crate::cluster::{Objects, Remote};
+use crate::sim::mesh::*;
 
 /// `cilium clustermesh connect --context A --destination-context B`.
 pub async fn connect_cli(c: &Remote, ns: &str, ctx: Option<&str>, args: &[String]) -> i32 {
@@ -168,7 +168,7 @@ pub async fn status_cli(c: &Remote, ns: &str, args: &[String]) -> i32 {
                 .await
                 .ok()
                 .flatten()
-                .is_some_and(|d| crate::lab::cluster::workload_ready(&d));
+                .is_some_and(|d| crate::cluster::workload_ready(&d));
             if ready {
                 log("✅ Deployment clustermesh-apiserver is ready".into());
             }

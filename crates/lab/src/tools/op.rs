@@ -79,7 +79,7 @@ pub fn main(args: &[String]) -> i32 {
         Ok(x) => x,
         Err(e) => return error(&e),
     };
-    let vault: Vault = crate::lab::core::read_json(&dir.vault())
+    let vault: Vault = crate::core::read_json(&dir.vault())
         .ok()
         .flatten()
         .unwrap_or_default();
@@ -157,7 +157,7 @@ pub fn main(args: &[String]) -> i32 {
                 created_at: jiff::Timestamp::now().to_string(),
             };
             let id = item.id.clone();
-            if let Err(e) = crate::lab::core::update_json(&dir, &dir.vault(), |vt: &mut Vault| {
+            if let Err(e) = crate::core::update_json(&dir, &dir.vault(), |vt: &mut Vault| {
                 vt.vaults.entry(v.clone()).or_default().push(item)
             }) {
                 return error(&e.to_string());

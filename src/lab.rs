@@ -1,179 +1,101 @@
-//! The lab: a simulated two-cluster environment (API servers, simulated controllers, tool stand-ins,
-//! faults) that tests and rehearsals run against.
+//! The lab wired into the core: a `lab: true` plan's clusters as the lab's topology, the lab as
+//! the engine's [`Environment`], and `bootstrap lab status|reset|serve`.
 //!
-//! Owns everything simulated. It never touches a real machine.
+//! The lab itself (API servers, simulated controllers, tool stand-ins) is the `bootstrap-lab`
+//! crate; this module is the only place the core names it.
 
-pub mod apiserver;
-pub mod charts;
-pub mod cluster;
-pub mod core;
-pub mod sim;
-pub mod talos;
-pub mod tools;
+use bootstrap_lab::core::{self, ClusterTopo, GitTopo, NodeTopo, Topology};
+use bootstrap_lab::{Lab, LabConfig, LabHandle, apiserver, cluster, tools};
 
 use crate::cli::{Global, LabCommand};
+use crate::engine::environment::Environment;
 use crate::error::{Exit, Result};
+use crate::spec::Plan;
+use crate::spec::plan::Role;
 
-/// The lab, started in-process.
-pub struct Lab;
-
-/// A running lab: its API servers and simulated controllers.
-pub struct LabHandle {
-    pub dir: core::LabDir,
-    pub servers: Vec<(String, apiserver::ApiServer)>,
-    sims: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Lab {
-    /// Start the lab for a plan: write the topology, start one API server per cluster (on last
-    /// run's port when free), the simulated controllers, the tool links and the lab vault.
-    pub async fn start(plan: &crate::spec::Plan, state_dir: &std::path::Path) -> Result<LabHandle> {
-        Self::start_with(plan, state_dir, &std::env::current_exe()?).await
-    }
-
-    /// Like [`Lab::start`], with the tool links pointing at `exe` (the `bootstrap` binary).
-    pub async fn start_with(
-        plan: &crate::spec::Plan,
-        state_dir: &std::path::Path,
-        exe: &std::path::Path,
-    ) -> Result<LabHandle> {
-        let dir = core::LabDir::for_state_dir(state_dir);
-        std::fs::create_dir_all(dir.root())?;
-        let topo = core::Topology::from_plan(plan)?;
-        core::write_json(&dir.topology(), &topo)?;
-        sim::flux::install_gitops_tree(&dir)?;
-        seed_vault(&dir, plan)?;
-        link_tools(&dir, exe)?;
-        let old: std::collections::BTreeMap<String, String> =
-            core::read_json(&dir.endpoints())?.unwrap_or_default();
-        let mut servers = Vec::new();
-        let mut endpoints = std::collections::BTreeMap::new();
-        let mut sims = Vec::new();
-        for c in &topo.clusters {
-            let port = old
-                .get(&c.name)
-                .and_then(|u| u.rsplit(':').next())
-                .and_then(|p| p.parse().ok());
-            let server = apiserver::serve(apiserver::ServeOptions {
-                cluster: c.name.clone(),
-                persist: Some(dir.cluster_objects(&c.name)),
-                port,
-            })
-            .await?;
-            endpoints.insert(c.name.clone(), server.url());
-            sims.push(sim::start(
-                &c.name,
-                server.store.clone(),
-                topo.clone(),
-                dir.clone(),
-            ));
-            servers.push((c.name.clone(), server));
-        }
-        sims.push(sim::mesh::start(
-            servers
-                .iter()
-                .map(|(n, s)| (n.clone(), s.store.clone()))
-                .collect(),
-            topo.clone(),
-        ));
-        core::write_json(&dir.endpoints(), &endpoints)?;
-        // Kubeconfigs written in an earlier run point at the old ports: keep them valid.
-        if endpoints != old {
-            let kubeconfig = std::path::PathBuf::from(crate::render::plan_path(
-                plan,
-                state_dir,
-                &plan.paths.kubeconfig.value,
-            ));
-            if let Some(cfg) = apiserver::kubeconfig::read_kubeconfig(&kubeconfig) {
-                let entries: Vec<(String, String, String)> = topo
-                    .clusters
+/// The lab's view of a plan: its clusters and nodes, the Git source and the faults to inject.
+pub fn topology(plan: &Plan) -> Result<Topology> {
+    Ok(Topology {
+        speed: plan.lab_settings.speed,
+        clusters: plan
+            .clusters
+            .iter()
+            .map(|c| ClusterTopo {
+                name: c.name.value.clone(),
+                id: c.id.value,
+                context: c.context.clone(),
+                talos_context: c.talos_context.clone(),
+                endpoint: c.endpoint.value.clone(),
+                pod_cidr: c.pod_cidr.value.to_string(),
+                service_cidr: c.service_cidr.value.to_string(),
+                dns_ip: c.dns_ip.value.to_string(),
+                nodes: c
+                    .nodes
                     .iter()
-                    .filter(|c| {
-                        cfg["contexts"].as_array().is_some_and(|a| {
-                            a.iter()
-                                .any(|x| x["name"].as_str() == Some(c.context.as_str()))
-                        })
+                    .map(|n| NodeTopo {
+                        name: n.name.value.clone(),
+                        ip: n.ip.value.to_string(),
+                        role: if n.role == Role::Controlplane {
+                            "controlplane".into()
+                        } else {
+                            "worker".into()
+                        },
                     })
-                    .map(|c| {
-                        (
-                            c.context.clone(),
-                            c.name.clone(),
-                            endpoints[&c.name].clone(),
-                        )
-                    })
-                    .collect();
-                if !entries.is_empty() {
-                    apiserver::kubeconfig::write_kubeconfig(&kubeconfig, &entries, None)?;
-                }
-            }
-        }
-        Ok(LabHandle { dir, servers, sims })
-    }
+                    .collect(),
+            })
+            .collect(),
+        git: GitTopo {
+            owner: plan.git.owner.clone(),
+            repository: plan.git.repository.clone(),
+            branch: plan.git.branch.clone(),
+            paths: plan.git.paths.clone(),
+        },
+        faults: Topology::faults(&plan.lab_settings.faults)?,
+    })
 }
 
-/// Links named after each tool, pointing at this binary (the stand-ins are multi-call).
-fn link_tools(dir: &core::LabDir, exe: &std::path::Path) -> Result<()> {
-    std::fs::create_dir_all(dir.bin())?;
-    for t in tools::TOOLS {
-        let link = dir.bin().join(t);
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(exe, &link)?;
-    }
-    Ok(())
+/// How to start the lab for `plan` with its state in `state_dir`, the tool links pointing at
+/// `exe` (the `bootstrap` binary).
+pub fn config(
+    plan: &Plan,
+    state_dir: &std::path::Path,
+    exe: &std::path::Path,
+) -> Result<LabConfig> {
+    Ok(LabConfig {
+        topology: topology(plan)?,
+        state_dir: state_dir.to_path_buf(),
+        exe: exe.to_path_buf(),
+        kubeconfig: Some(std::path::PathBuf::from(crate::render::plan_path(
+            plan,
+            state_dir,
+            &plan.paths.kubeconfig.value,
+        ))),
+        secret_refs: plan
+            .secrets
+            .values()
+            .map(|s| s.value.clone())
+            .filter(|s| crate::secrets::is_reference(s))
+            .collect(),
+    })
 }
 
-/// Put every secret the plan references into the lab vault, with a made-up value, once.
-fn seed_vault(dir: &core::LabDir, plan: &crate::spec::Plan) -> Result<()> {
-    let refs: Vec<String> = plan
-        .secrets
-        .values()
-        .map(|s| s.value.clone())
-        .filter(|s| crate::secrets::is_reference(s))
-        .collect();
-    core::update_json(dir, &dir.vault(), |v: &mut tools::op::Vault| {
-        for r in &refs {
-            v.ensure_reference(r);
-        }
-    })?;
-    Ok(())
-}
-
-impl LabHandle {
-    /// Environment for steps: the tool links first on PATH, and the lab directory.
-    pub fn step_env(&self) -> Vec<(String, String)> {
-        let path = std::env::var_os("PATH")
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let bin = std::fs::canonicalize(self.dir.bin()).unwrap_or_else(|_| self.dir.bin());
-        let root = std::fs::canonicalize(self.dir.root())
-            .unwrap_or_else(|_| self.dir.root().to_path_buf());
-        vec![
-            ("PATH".into(), format!("{}:{path}", bin.display())),
-            (core::LAB_DIR_ENV.into(), root.display().to_string()),
-        ]
-    }
-    pub async fn shutdown(self) {
-        for s in &self.sims {
-            s.abort();
-        }
-        for (_, s) in self.servers {
-            s.shutdown().await;
-        }
-    }
+/// Start the lab of `plan`, the tool links pointing at this executable.
+pub async fn start(plan: &Plan, state_dir: &std::path::Path) -> Result<LabHandle> {
+    Lab::start(&config(plan, state_dir, &std::env::current_exe()?)?).await
 }
 
 /// The lab as the engine's [`Environment`](crate::engine::environment::Environment): started for a
 /// run of a `lab: true` plan, stopped after it.
 pub struct LabEnvironment {
-    plan: crate::spec::Plan,
+    plan: Plan,
     state_dir: std::path::PathBuf,
     handle: Option<LabHandle>,
 }
 
-impl crate::engine::environment::Environment for LabEnvironment {
+impl Environment for LabEnvironment {
     fn start(&mut self) -> futures_util::future::BoxFuture<'_, Result<Vec<(String, String)>>> {
         Box::pin(async move {
-            let h = Lab::start(&self.plan, &self.state_dir).await?;
+            let h = start(&self.plan, &self.state_dir).await?;
             for (name, s) in &h.servers {
                 tracing::info!("lab: cluster {name} serves at {}", s.url());
             }
@@ -192,9 +114,7 @@ impl crate::engine::environment::Environment for LabEnvironment {
 }
 
 /// The environment for a workspace: the lab for `lab: true` plans, else the real world.
-pub fn environment_for(
-    ws: &crate::workspace::Workspace,
-) -> Box<dyn crate::engine::environment::Environment> {
+pub fn environment_for(ws: &crate::workspace::Workspace) -> Box<dyn Environment> {
     if ws.spec.plan.lab {
         Box::new(LabEnvironment {
             plan: ws.spec.plan.clone(),
@@ -208,10 +128,7 @@ pub fn environment_for(
 
 /// What `lab status` shows: each cluster, its nodes (Talos and Kubernetes state) and its deployed
 /// Helm releases.
-async fn lab_status(
-    plan: &crate::spec::Plan,
-    dir: &core::LabDir,
-) -> Result<Vec<serde_json::Value>> {
+async fn lab_status(plan: &Plan, dir: &core::LabDir) -> Result<Vec<serde_json::Value>> {
     use cluster::Objects;
     let talos: tools::talosctl::TalosState = core::read_json(&dir.talos())?.unwrap_or_default();
     let mut out = Vec::new();
@@ -372,7 +289,7 @@ pub fn lab_command(g: &Global, cmd: &LabCommand) -> Result<Exit> {
                     }
                     Err(crate::state::LockError::Io(e)) => return Err(color_eyre::Report::from(e)),
                 };
-                let lab = Lab::start(&plan, &state_dir).await?;
+                let lab = start(&plan, &state_dir).await?;
                 let kubeconfig = dir.root().join("kubeconfig");
                 let entries: Vec<(String, String, String)> = plan
                     .clusters

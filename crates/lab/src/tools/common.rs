@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use crate::lab::cluster::Remote;
-use crate::lab::core::{FaultKind, LabDir, Topology};
+use crate::cluster::Remote;
+use crate::core::{FaultKind, LabDir, Topology};
 
 /// The lab this stand-in runs in, or an error line like a tool that cannot reach anything.
 pub fn lab() -> Result<(LabDir, Topology), String> {
@@ -21,9 +21,9 @@ pub fn fault(tool: &str, args: &[String]) -> Option<i32> {
         .collect::<Vec<_>>()
         .join(" ");
     let mut faults = topo.faults.clone();
-    if let Ok(Some(extra)) = crate::lab::core::read_json::<Vec<crate::lab::core::Fault>>(
-        &dir.root().join("extra-faults.json"),
-    ) {
+    if let Ok(Some(extra)) =
+        crate::core::read_json::<Vec<crate::core::Fault>>(&dir.root().join("extra-faults.json"))
+    {
         faults.extend(extra);
     }
     for f in &faults {
@@ -37,7 +37,7 @@ pub fn fault(tool: &str, args: &[String]) -> Option<i32> {
                 stderr,
                 exit_code,
             } if line.contains(matches.as_str()) => {
-                let fired = crate::lab::core::update_json(
+                let fired = crate::core::update_json(
                     &dir,
                     &dir.fault_counters(),
                     |m: &mut std::collections::BTreeMap<String, u32>| {
@@ -84,7 +84,7 @@ pub fn kubeconfig_path(flag: Option<&str>) -> PathBuf {
 /// A client for `--context` (or the current context).
 pub async fn remote(kubeconfig: Option<&str>, context: Option<&str>) -> Result<Remote, String> {
     let path = kubeconfig_path(kubeconfig);
-    crate::lab::cluster::client(&path, context)
+    crate::cluster::client(&path, context)
         .await
         .map(Remote)
         .map_err(|e| format!("{e}"))

@@ -9,7 +9,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use super::cluster::Objects;
-use crate::error::Result;
+use crate::Result;
 
 /// Set a dotted key (`a.b.c=v`, helm `--set` syntax; `{x,y}` is a list) in a values tree.
 pub fn set_value(values: &mut Value, assignment: &str) {
@@ -383,7 +383,7 @@ pub async fn rolled_out(c: &impl Objects, objs: &[Value]) -> Result<bool> {
         let Some(cur) = c.get("apps/v1", kind, ns, name).await? else {
             return Ok(false);
         };
-        if !crate::lab::cluster::workload_ready(&cur) {
+        if !crate::cluster::workload_ready(&cur) {
             return Ok(false);
         }
     }

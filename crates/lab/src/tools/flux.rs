@@ -6,7 +6,7 @@ use std::io::{BufRead, Write};
 use serde_json::{Value, json};
 
 use super::common;
-use crate::lab::cluster::{Objects, Remote};
+use crate::cluster::{Objects, Remote};
 
 const VALUED: &[&str] = &[
     "--context",

@@ -4,9 +4,9 @@
 use serde_json::{Value, json};
 
 use super::common;
-use crate::lab::charts;
-use crate::lab::cluster::Remote;
-use crate::lab::core::FaultKind;
+use crate::charts;
+use crate::cluster::Remote;
+use crate::core::FaultKind;
 
 const VALUED: &[&str] = &[
     "-n",
@@ -105,7 +105,7 @@ fn values_from(args: &[String]) -> Result<Value, String> {
         let parsed: Value = serde_saphyr::from_str(&text)
             .map_err(|e| format!("failed to parse {f}: error converting YAML to JSON: {e}"))?;
         if parsed.is_object() {
-            crate::checks::flux::merge(&mut v, &parsed);
+            json_patch::merge(&mut v, &parsed);
         }
     }
     for s in common::flags(args, &["--set", "--set-string"]) {
@@ -233,7 +233,7 @@ async fn upgrade(
 }
 
 async fn list(c: &Remote, args: &[String], ns: &str) -> i32 {
-    use crate::lab::cluster::Objects;
+    use crate::cluster::Objects;
     let all = common::has(args, &["-A", "--all-namespaces"]);
     let secrets = c
         .list(

@@ -8,13 +8,13 @@
 
 use serde_json::{Value, json};
 
-use crate::lab::cluster::Objects;
-use crate::lab::core::{LabDir, Topology};
-use crate::lab::talos::TalosState;
+use crate::cluster::Objects;
+use crate::core::{LabDir, Topology};
+use crate::talos::TalosState;
 
 /// A freshly registered Node: NotReady with the kubelet's message until a CNI runs (facts §7.1).
 pub fn node_object(name: &str, ip: &str, role: &str, kubernetes_version: &str) -> Value {
-    let now = crate::lab::apiserver::store::now();
+    let now = crate::apiserver::store::now();
     let mut labels = json!({"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"});
     if role != "worker" {
         labels["node-role.kubernetes.io/control-plane"] = json!("");
@@ -32,7 +32,7 @@ pub fn node_object(name: &str, ip: &str, role: &str, kubernetes_version: &str) -
 }
 
 /// Register one node unless it exists (create, then its status through /status).
-pub async fn register(c: &impl Objects, node: Value) -> crate::error::Result<()> {
+pub async fn register(c: &impl Objects, node: Value) -> crate::Result<()> {
     let name = node["metadata"]["name"].as_str().unwrap_or("").to_string();
     if c.get("v1", "Node", None, &name).await?.is_some() {
         return Ok(());
@@ -73,8 +73,8 @@ pub async fn reconcile(
     dir: &LabDir,
     topo: &Topology,
     cluster: &str,
-) -> crate::error::Result<()> {
-    let talos: TalosState = crate::lab::core::read_json(&dir.talos())?.unwrap_or_default();
+) -> crate::Result<()> {
+    let talos: TalosState = crate::core::read_json(&dir.talos())?.unwrap_or_default();
     for node in expected(&talos, topo, cluster) {
         register(c, node).await?;
     }

@@ -18,9 +18,9 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::lab::charts;
-use crate::lab::cluster::{Local, Objects, Remote};
-use crate::lab::core::{FaultKind, LabDir, Topology};
+use crate::charts;
+use crate::cluster::{Local, Objects, Remote};
+use crate::core::{FaultKind, LabDir, Topology};
 
 /// Seconds from both sides configured to connected, at speed 1.
 pub(crate) const CONNECT_SECONDS: f64 = 0.5;
@@ -147,9 +147,8 @@ pub(crate) fn now() -> f64 {
 }
 
 pub(crate) async fn remote_for(dir: &LabDir, cluster: &str) -> Option<Remote> {
-    let endpoints: BTreeMap<String, String> = crate::lab::core::read_json(&dir.endpoints())
-        .ok()
-        .flatten()?;
+    let endpoints: BTreeMap<String, String> =
+        crate::core::read_json(&dir.endpoints()).ok().flatten()?;
     let url = endpoints.get(cluster)?.parse().ok()?;
     kube::Client::try_from(kube::Config::new(url))
         .ok()
@@ -227,7 +226,7 @@ pub(crate) async fn configure(
     ns: &str,
     remote: &str,
     topo: &Topology,
-) -> crate::error::Result<()> {
+) -> crate::Result<()> {
     let ips: Vec<String> = topo
         .cluster(remote)
         .map(|c| c.nodes.iter().map(|n| n.ip.clone()).collect())
@@ -259,7 +258,7 @@ pub(crate) async fn configure(
 /// Global services: publish remote backends as EndpointSlices in every connected cluster. Runs in
 /// the lab process with every cluster's store.
 pub fn start(
-    stores: Vec<(String, crate::lab::apiserver::Store)>,
+    stores: Vec<(String, crate::apiserver::Store)>,
     topo: Topology,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -271,9 +270,9 @@ pub fn start(
 }
 
 async fn sync_global_services(
-    stores: &[(String, crate::lab::apiserver::Store)],
+    stores: &[(String, crate::apiserver::Store)],
     topo: &Topology,
-) -> crate::error::Result<()> {
+) -> crate::Result<()> {
     for (local_name, local_store) in stores {
         let local = Local(local_store.clone());
         for (remote_name, remote_store) in stores.iter().filter(|(n, _)| n != local_name) {

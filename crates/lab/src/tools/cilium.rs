@@ -5,8 +5,8 @@
 use serde_json::{Value, json};
 
 use super::common;
-use crate::lab::charts;
-use crate::lab::cluster::{Objects, Remote};
+use crate::charts;
+use crate::cluster::{Objects, Remote};
 
 const VALUED: &[&str] = &[
     "--context",
@@ -136,7 +136,7 @@ async fn install(c: &Remote, args: &[String], ns: &str, ctx: Option<&str>, upgra
     }
 }
 
-async fn set_values(c: &Remote, ns: &str, kv: &[(&str, &str)]) -> crate::error::Result<()> {
+async fn set_values(c: &Remote, ns: &str, kv: &[(&str, &str)]) -> crate::Result<()> {
     charts::upgrade_reusing_values(c, ns, "cilium", |values| {
         for (k, v) in kv {
             charts::set_value(values, &format!("{k}={v}"));

@@ -771,7 +771,7 @@ impl Store {
             resource_version: inner.rv,
             objects: inner.objects.clone(),
         };
-        if crate::lab::core::write_json(path, &snapshot).is_ok() {
+        if crate::core::write_json(path, &snapshot).is_ok() {
             inner.dirty = false;
             if let Some(f) = &inner.wal {
                 let _ = f.set_len(0);

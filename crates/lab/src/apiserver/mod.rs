@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 pub use store::{ApiError, Resource, Store};
 
-use crate::error::Result;
+use crate::Result;
 
 /// Options for [`serve`].
 #[derive(Debug, Clone, Default)]

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::error::Result;
+use crate::Result;
 
 /// Merge contexts into a kubeconfig file (created if missing): `(context, cluster, server url)`.
 /// Existing entries of the same names are replaced; others are kept.

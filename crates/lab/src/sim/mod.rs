@@ -24,7 +24,7 @@ use super::core::{FaultKind, LabDir, Topology};
 /// The kubelet's NotReady condition before a CNI exists (facts §7.1).
 pub const NOT_READY_MESSAGE: &str = "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized";
 
-pub use crate::lab::cluster::workload_ready;
+pub use crate::cluster::workload_ready;
 
 /// Per-cluster controller state: when each workload generation started rolling out.
 struct Sim {
@@ -48,7 +48,7 @@ impl Sim {
     fn faults(&self) -> Vec<FaultKind> {
         let mut all: Vec<FaultKind> = self.topo.faults.iter().map(|f| f.kind.clone()).collect();
         // Faults can also arrive while the lab runs (tests, rehearsals).
-        if let Ok(Some(extra)) = crate::lab::core::read_json::<Vec<super::core::Fault>>(
+        if let Ok(Some(extra)) = crate::core::read_json::<Vec<super::core::Fault>>(
             &self.dir.root().join("extra-faults.json"),
         ) {
             all.extend(extra.into_iter().map(|f| f.kind));
@@ -56,7 +56,7 @@ impl Sim {
         all
     }
 
-    async fn tick(&mut self) -> crate::error::Result<()> {
+    async fn tick(&mut self) -> crate::Result<()> {
         let c = Local(self.store.clone());
         let faults = self.faults();
         // Kubelets register the configured nodes of a bootstrapped cluster (again, after a crash).

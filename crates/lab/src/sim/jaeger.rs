@@ -23,7 +23,7 @@ pub fn render(version: &str, release: &str, ns: &str, _values: &Value) -> Vec<Va
     if major < 4 {
         // Chart 3.x: Jaeger v1 (end of life 2025-12-31), separate collector and query Services.
         return vec![
-            crate::lab::charts::workload(
+            crate::charts::workload(
                 "Deployment",
                 release,
                 ns,
@@ -48,7 +48,7 @@ pub fn render(version: &str, release: &str, ns: &str, _values: &Value) -> Vec<Va
     let mut otlp_http = port("otlp-http", 4318, "TCP");
     otlp_http["appProtocol"] = json!("http");
     vec![
-        crate::lab::charts::workload(
+        crate::charts::workload(
             "Deployment",
             release,
             ns,

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::common;
-use crate::lab::cluster::{Objects, Remote};
+use crate::cluster::{Objects, Remote};
 
 const VALUED: &[&str] = &[
     "--context",

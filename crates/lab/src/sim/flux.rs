@@ -10,96 +10,100 @@ use std::path::Path;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::lab::charts;
-use crate::lab::cluster::Objects;
-use crate::lab::core::{FaultKind, LabDir, Topology};
+use crate::charts;
+use crate::cluster::Objects;
+use crate::core::{FaultKind, LabDir, Topology};
 
 /// The reference GitOps tree the lab's Git remote serves (lab/gitops in the repository): weeks 1–4,
 /// with the seed's corrections applied. A user copies it into their repository.
 const TREE: &[(&str, &str)] = &[
     (
         "kubernetes/clusters/infra/infrastructure.yaml",
-        include_str!("../../../lab/gitops/kubernetes/clusters/infra/infrastructure.yaml"),
+        include_str!("../../../../lab/gitops/kubernetes/clusters/infra/infrastructure.yaml"),
     ),
     (
         "kubernetes/clusters/infra/monitoring.yaml",
-        include_str!("../../../lab/gitops/kubernetes/clusters/infra/monitoring.yaml"),
+        include_str!("../../../../lab/gitops/kubernetes/clusters/infra/monitoring.yaml"),
     ),
     (
         "kubernetes/clusters/infra/mesh.yaml",
-        include_str!("../../../lab/gitops/kubernetes/clusters/infra/mesh.yaml"),
+        include_str!("../../../../lab/gitops/kubernetes/clusters/infra/mesh.yaml"),
     ),
     (
         "kubernetes/clusters/infra/storage.yaml",
-        include_str!("../../../lab/gitops/kubernetes/clusters/infra/storage.yaml"),
+        include_str!("../../../../lab/gitops/kubernetes/clusters/infra/storage.yaml"),
     ),
     (
         "kubernetes/clusters/apps/infrastructure.yaml",
-        include_str!("../../../lab/gitops/kubernetes/clusters/apps/infrastructure.yaml"),
+        include_str!("../../../../lab/gitops/kubernetes/clusters/apps/infrastructure.yaml"),
     ),
     (
         "kubernetes/clusters/apps/mesh.yaml",
-        include_str!("../../../lab/gitops/kubernetes/clusters/apps/mesh.yaml"),
+        include_str!("../../../../lab/gitops/kubernetes/clusters/apps/mesh.yaml"),
     ),
     (
         "kubernetes/clusters/apps/storage.yaml",
-        include_str!("../../../lab/gitops/kubernetes/clusters/apps/storage.yaml"),
+        include_str!("../../../../lab/gitops/kubernetes/clusters/apps/storage.yaml"),
     ),
     (
         "kubernetes/infrastructure/infra/kustomization.yaml",
-        include_str!("../../../lab/gitops/kubernetes/infrastructure/infra/kustomization.yaml"),
+        include_str!("../../../../lab/gitops/kubernetes/infrastructure/infra/kustomization.yaml"),
     ),
     (
         "kubernetes/infrastructure/infra/cilium/helmrelease.yaml",
-        include_str!("../../../lab/gitops/kubernetes/infrastructure/infra/cilium/helmrelease.yaml"),
+        include_str!(
+            "../../../../lab/gitops/kubernetes/infrastructure/infra/cilium/helmrelease.yaml"
+        ),
     ),
     (
         "kubernetes/infrastructure/infra/cilium/values.yaml",
-        include_str!("../../../lab/gitops/kubernetes/infrastructure/infra/cilium/values.yaml"),
+        include_str!("../../../../lab/gitops/kubernetes/infrastructure/infra/cilium/values.yaml"),
     ),
     (
         "kubernetes/infrastructure/apps/kustomization.yaml",
-        include_str!("../../../lab/gitops/kubernetes/infrastructure/apps/kustomization.yaml"),
+        include_str!("../../../../lab/gitops/kubernetes/infrastructure/apps/kustomization.yaml"),
     ),
     (
         "kubernetes/infrastructure/apps/cilium/helmrelease.yaml",
-        include_str!("../../../lab/gitops/kubernetes/infrastructure/apps/cilium/helmrelease.yaml"),
+        include_str!(
+            "../../../../lab/gitops/kubernetes/infrastructure/apps/cilium/helmrelease.yaml"
+        ),
     ),
     (
         "kubernetes/infrastructure/apps/cilium/values.yaml",
-        include_str!("../../../lab/gitops/kubernetes/infrastructure/apps/cilium/values.yaml"),
+        include_str!("../../../../lab/gitops/kubernetes/infrastructure/apps/cilium/values.yaml"),
     ),
     (
         "kubernetes/monitoring/victoria-metrics.yaml",
-        include_str!("../../../lab/gitops/kubernetes/monitoring/victoria-metrics.yaml"),
+        include_str!("../../../../lab/gitops/kubernetes/monitoring/victoria-metrics.yaml"),
     ),
     (
         "kubernetes/observability/jaeger.yaml",
-        include_str!("../../../lab/gitops/kubernetes/observability/jaeger.yaml"),
+        include_str!("../../../../lab/gitops/kubernetes/observability/jaeger.yaml"),
     ),
     (
         "kubernetes/mesh-test/infra/echo.yaml",
-        include_str!("../../../lab/gitops/kubernetes/mesh-test/infra/echo.yaml"),
+        include_str!("../../../../lab/gitops/kubernetes/mesh-test/infra/echo.yaml"),
     ),
     (
         "kubernetes/mesh-test/apps/echo.yaml",
-        include_str!("../../../lab/gitops/kubernetes/mesh-test/apps/echo.yaml"),
+        include_str!("../../../../lab/gitops/kubernetes/mesh-test/apps/echo.yaml"),
     ),
     (
         "kubernetes/storage/operators/rook-ceph.yaml",
-        include_str!("../../../lab/gitops/kubernetes/storage/operators/rook-ceph.yaml"),
+        include_str!("../../../../lab/gitops/kubernetes/storage/operators/rook-ceph.yaml"),
     ),
     (
         "kubernetes/storage/operators/openebs.yaml",
-        include_str!("../../../lab/gitops/kubernetes/storage/operators/openebs.yaml"),
+        include_str!("../../../../lab/gitops/kubernetes/storage/operators/openebs.yaml"),
     ),
     (
         "kubernetes/storage/clusters/rook-ceph-cluster.yaml",
-        include_str!("../../../lab/gitops/kubernetes/storage/clusters/rook-ceph-cluster.yaml"),
+        include_str!("../../../../lab/gitops/kubernetes/storage/clusters/rook-ceph-cluster.yaml"),
     ),
     (
         "kubernetes/storage/velero/velero.yaml",
-        include_str!("../../../lab/gitops/kubernetes/storage/velero/velero.yaml"),
+        include_str!("../../../../lab/gitops/kubernetes/storage/velero/velero.yaml"),
     ),
 ];
 
@@ -273,9 +277,9 @@ async fn controller_up(c: &impl Objects, name: &str) -> bool {
 /// Every fault in force: the plan's, and those added while the lab runs.
 fn faults(dir: &LabDir, topo: &Topology) -> Vec<FaultKind> {
     let mut all: Vec<FaultKind> = topo.faults.iter().map(|f| f.kind.clone()).collect();
-    if let Ok(Some(extra)) = crate::lab::core::read_json::<Vec<crate::lab::core::Fault>>(
-        &dir.root().join("extra-faults.json"),
-    ) {
+    if let Ok(Some(extra)) =
+        crate::core::read_json::<Vec<crate::core::Fault>>(&dir.root().join("extra-faults.json"))
+    {
         all.extend(extra.into_iter().map(|f| f.kind));
     }
     all
@@ -288,11 +292,11 @@ async fn set_ready(
     reason: &str,
     message: &str,
     extra: Value,
-) -> crate::error::Result<()> {
+) -> crate::Result<()> {
     let generation = o["metadata"]["generation"].as_i64().unwrap_or(1);
     let mut st = json!({
         "observedGeneration": generation,
-        "conditions": [{"type": "Ready", "status": status, "reason": reason, "message": message, "lastTransitionTime": crate::lab::apiserver::store::now(), "observedGeneration": generation}]
+        "conditions": [{"type": "Ready", "status": status, "reason": reason, "message": message, "lastTransitionTime": crate::apiserver::store::now(), "observedGeneration": generation}]
     });
     // `flux reconcile` waits for the controller to report the request it annotated.
     if let Some(at) = o["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"].as_str() {
@@ -371,10 +375,10 @@ async fn effective_values(c: &impl Objects, hr: &Value) -> Result<Value, String>
                         cur = &mut cur[*p];
                     }
                 }
-                crate::checks::flux::merge(&mut values, &v);
+                json_patch::merge(&mut values, &v);
             }
             None => match serde_saphyr::from_str::<Value>(&raw) {
-                Ok(v) if v.is_object() => crate::checks::flux::merge(&mut values, &v),
+                Ok(v) if v.is_object() => json_patch::merge(&mut values, &v),
                 Ok(_) => {}
                 Err(e) => {
                     return Err(format!(
@@ -385,7 +389,7 @@ async fn effective_values(c: &impl Objects, hr: &Value) -> Result<Value, String>
         }
     }
     if hr["spec"]["values"].is_object() {
-        crate::checks::flux::merge(&mut values, &hr["spec"]["values"]);
+        json_patch::merge(&mut values, &hr["spec"]["values"]);
     }
     Ok(values)
 }
@@ -431,7 +435,7 @@ pub async fn tick(
     dir: &LabDir,
     topo: &Topology,
     cluster: &str,
-) -> crate::error::Result<()> {
+) -> crate::Result<()> {
     let source_up = controller_up(c, "source-controller").await;
     let kustomize_up = controller_up(c, "kustomize-controller").await;
     let helm_up = controller_up(c, "helm-controller").await;
@@ -623,7 +627,7 @@ async fn reconcile_helmrelease(
     all_hr: &[Value],
     faults: &[FaultKind],
     cluster: &str,
-) -> crate::error::Result<()> {
+) -> crate::Result<()> {
     let ns = hr["metadata"]["namespace"]
         .as_str()
         .unwrap_or("default")

@@ -2,7 +2,7 @@
 //! reachability follows the `hubble-relay` Deployment's rollout.
 
 use super::common;
-use crate::lab::cluster::Objects;
+use crate::cluster::Objects;
 
 pub fn main(args: &[String]) -> i32 {
     if let Some(code) = common::fault("hubble", args) {
@@ -30,7 +30,7 @@ pub fn main(args: &[String]) -> i32 {
     let ctx = common::flag(args, &["--kube-context"]);
     common::runtime().block_on(async move {
         let relay = match common::remote(kubeconfig.as_deref(), ctx.as_deref()).await {
-            Ok(c) => c.get("apps/v1", "Deployment", Some("kube-system"), "hubble-relay").await.ok().flatten().is_some_and(|d| crate::lab::sim::workload_ready(&d)),
+            Ok(c) => c.get("apps/v1", "Deployment", Some("kube-system"), "hubble-relay").await.ok().flatten().is_some_and(|d| crate::sim::workload_ready(&d)),
             Err(_) => false,
         };
         let nodes = match common::remote(kubeconfig.as_deref(), ctx.as_deref()).await {

@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::spec::plan::{Plan, Role};
+use crate::Result;
 
 /// Environment variable naming the lab directory, set for every step the lab runs.
 pub const LAB_DIR_ENV: &str = "BOOTSTRAP_LAB_DIR";
@@ -174,9 +173,11 @@ fn one() -> i32 {
 }
 
 impl Topology {
-    pub fn from_plan(plan: &Plan) -> Result<Topology> {
+    /// The faults of a plan (`lab_settings.faults`, as JSON values; `index` names the entry in
+    /// errors) plus those of `BOOTSTRAP_LAB_FAULTS`.
+    pub fn faults(plan_faults: &[serde_json::Value]) -> Result<Vec<Fault>> {
         let mut faults: Vec<Fault> = Vec::new();
-        for (i, v) in plan.lab_settings.faults.iter().enumerate() {
+        for (i, v) in plan_faults.iter().enumerate() {
             let f: Fault = serde_json::from_value(v.clone())
                 .map_err(|e| color_eyre::eyre::eyre!("lab_settings.faults[{i}]: {e}"))?;
             faults.push(f);
@@ -186,43 +187,7 @@ impl Topology {
                 .map_err(|e| color_eyre::eyre::eyre!("{LAB_FAULTS_ENV}: {e}"))?;
             faults.extend(more);
         }
-        Ok(Topology {
-            speed: plan.lab_settings.speed,
-            clusters: plan
-                .clusters
-                .iter()
-                .map(|c| ClusterTopo {
-                    name: c.name.value.clone(),
-                    id: c.id.value,
-                    context: c.context.clone(),
-                    talos_context: c.talos_context.clone(),
-                    endpoint: c.endpoint.value.clone(),
-                    pod_cidr: c.pod_cidr.value.to_string(),
-                    service_cidr: c.service_cidr.value.to_string(),
-                    dns_ip: c.dns_ip.value.to_string(),
-                    nodes: c
-                        .nodes
-                        .iter()
-                        .map(|n| NodeTopo {
-                            name: n.name.value.clone(),
-                            ip: n.ip.value.to_string(),
-                            role: if n.role == Role::Controlplane {
-                                "controlplane".into()
-                            } else {
-                                "worker".into()
-                            },
-                        })
-                        .collect(),
-                })
-                .collect(),
-            git: GitTopo {
-                owner: plan.git.owner.clone(),
-                repository: plan.git.repository.clone(),
-                branch: plan.git.branch.clone(),
-                paths: plan.git.paths.clone(),
-            },
-            faults,
-        })
+        Ok(faults)
     }
 
     pub fn load(dir: &LabDir) -> Result<Topology> {

@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::lab::charts::workload;
-use crate::lab::cluster::Objects;
-use crate::lab::core::FaultKind;
+use crate::charts::workload;
+use crate::cluster::Objects;
+use crate::core::FaultKind;
 
 /// Seconds per CephCluster progress step, at speed 1.
 const CEPH_STEP_SECONDS: f64 = 0.2;
@@ -232,7 +232,7 @@ pub struct StorageState {
 }
 
 fn ceph_status(step: u32, generation: i64, warn: bool) -> Value {
-    let now = crate::lab::apiserver::store::now();
+    let now = crate::apiserver::store::now();
     let progressing = |msg: &str, health: Option<&str>| {
         let mut s = json!({"phase": "Progressing", "state": "Creating", "message": msg, "observedGeneration": generation,
                            "conditions": [{"type": "Progressing", "status": "True", "reason": "ClusterProgressing", "message": msg, "lastTransitionTime": now}]});
@@ -272,7 +272,7 @@ pub async fn tick(
     cluster: &str,
     faults: &[FaultKind],
     speed: f64,
-) -> crate::error::Result<()> {
+) -> crate::Result<()> {
     let pace = Duration::from_secs_f64(CEPH_STEP_SECONDS / speed.max(0.01));
     let warn = faults
         .iter()
@@ -404,7 +404,7 @@ pub async fn tick(
             || bsl["status"]["message"].as_str().unwrap_or("") != message
         {
             let mut o = bsl.clone();
-            o["status"] = json!({"phase": phase, "message": message, "lastValidationTime": crate::lab::apiserver::store::now()});
+            o["status"] = json!({"phase": phase, "message": message, "lastValidationTime": crate::apiserver::store::now()});
             if message.is_empty() {
                 o["status"].as_object_mut().map(|m| m.remove("message"));
             }

@@ -6,7 +6,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::Value;
 
 use super::apiserver::Store;
-use crate::error::Result;
+use crate::Result;
 
 /// Objects by apiVersion and kind, as JSON.
 #[allow(async_fn_in_trait)]

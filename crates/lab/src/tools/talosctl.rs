@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::common;
-use crate::lab::cluster::{Objects, Remote};
-use crate::lab::core::{LabDir, Topology};
-use crate::lab::talos::now_secs;
-pub use crate::lab::talos::{NodeState, TalosState};
+use crate::cluster::{Objects, Remote};
+use crate::core::{LabDir, Topology};
+use crate::talos::now_secs;
+pub use crate::talos::{NodeState, TalosState};
 
-use crate::lab::talos::INSTALL_SECONDS;
+use crate::talos::INSTALL_SECONDS;
 
 fn fail(msg: &str) -> i32 {
     eprintln!("{msg}");
@@ -261,7 +261,7 @@ enum Reach {
 }
 
 fn reach(dir: &LabDir, topo: &Topology, ip: &str) -> Reach {
-    let st: crate::lab::tools::talosctl::TalosState = crate::lab::core::read_json(&dir.talos())
+    let st: crate::tools::talosctl::TalosState = crate::core::read_json(&dir.talos())
         .ok()
         .flatten()
         .unwrap_or_default();
@@ -400,7 +400,7 @@ fn apply_config(args: &[String], dir: &LabDir, topo: &Topology) -> i32 {
             now_secs() - 3600.0
         },
     };
-    let bootstrapped = crate::lab::core::update_json(dir, &dir.talos(), |s: &mut TalosState| {
+    let bootstrapped = crate::core::update_json(dir, &dir.talos(), |s: &mut TalosState| {
         s.nodes.insert(ip.clone(), ns);
         s.bootstrapped.get(&cluster.name).copied().unwrap_or(false)
     });
@@ -437,7 +437,7 @@ fn bootstrap(args: &[String], dir: &LabDir, topo: &Topology) -> i32 {
     let Some((cluster, _)) = topo.node_by_ip(&ip) else {
         return fail(&format!("error executing bootstrap: {}", refused(&ip)));
     };
-    let already = crate::lab::core::update_json(dir, &dir.talos(), |s: &mut TalosState| {
+    let already = crate::core::update_json(dir, &dir.talos(), |s: &mut TalosState| {
         let b = s.bootstrapped.entry(cluster.name.clone()).or_insert(false);
         let was = *b;
         *b = true;
@@ -452,7 +452,7 @@ fn bootstrap(args: &[String], dir: &LabDir, topo: &Topology) -> i32 {
         Ok(false) => {}
         Err(e) => return fail(&e.to_string()),
     }
-    let st: TalosState = crate::lab::core::read_json(&dir.talos())
+    let st: TalosState = crate::core::read_json(&dir.talos())
         .ok()
         .flatten()
         .unwrap_or_default();
@@ -475,7 +475,7 @@ fn register_nodes(
     cluster: &str,
     names: &[String],
 ) -> Result<(), String> {
-    let endpoints: BTreeMap<String, String> = crate::lab::core::read_json(&dir.endpoints())
+    let endpoints: BTreeMap<String, String> = crate::core::read_json(&dir.endpoints())
         .ok()
         .flatten()
         .unwrap_or_default();
@@ -484,7 +484,7 @@ fn register_nodes(
         .ok_or("the lab's API server is not running")?
         .clone();
     let c = topo.cluster(cluster).ok_or("unknown cluster")?.clone();
-    let st: TalosState = crate::lab::core::read_json(&dir.talos())
+    let st: TalosState = crate::core::read_json(&dir.talos())
         .ok()
         .flatten()
         .unwrap_or_default();
@@ -501,8 +501,8 @@ fn register_nodes(
                 .get(&n.ip)
                 .map(|s| s.kubernetes_version.clone())
                 .unwrap_or_else(|| "1.34.2".into());
-            let node = crate::lab::sim::kubelet::node_object(name, &n.ip, &n.role, &kver);
-            crate::lab::sim::kubelet::register(&r, node)
+            let node = crate::sim::kubelet::node_object(name, &n.ip, &n.role, &kver);
+            crate::sim::kubelet::register(&r, node)
                 .await
                 .map_err(|e| format!("{e:#}"))?;
         }
@@ -519,7 +519,7 @@ fn kubeconfig(args: &[String], rest: &[&str], dir: &LabDir, topo: &Topology) -> 
         Ok(n) => n,
         Err(e) => return fail(&format!("error retrieving kubeconfig: {e}")),
     };
-    let st: TalosState = crate::lab::core::read_json(&dir.talos())
+    let st: TalosState = crate::core::read_json(&dir.talos())
         .ok()
         .flatten()
         .unwrap_or_default();
@@ -534,7 +534,7 @@ fn kubeconfig(args: &[String], rest: &[&str], dir: &LabDir, topo: &Topology) -> 
     if path.is_dir() {
         path = path.join("kubeconfig");
     }
-    let endpoints: BTreeMap<String, String> = crate::lab::core::read_json(&dir.endpoints())
+    let endpoints: BTreeMap<String, String> = crate::core::read_json(&dir.endpoints())
         .ok()
         .flatten()
         .unwrap_or_default();
@@ -545,7 +545,7 @@ fn kubeconfig(args: &[String], rest: &[&str], dir: &LabDir, topo: &Topology) -> 
     let mut context = format!("admin@{}", n.cluster);
     // Each call mints a new admin certificate, so an existing entry always differs: without
     // --force (and no terminal to ask on) talosctl renames (facts §1.6).
-    if !force && let Some(cfg) = crate::lab::apiserver::kubeconfig::read_kubeconfig(&path) {
+    if !force && let Some(cfg) = crate::apiserver::kubeconfig::read_kubeconfig(&path) {
         let exists = |name: &str| {
             cfg["contexts"]
                 .as_array()
@@ -562,7 +562,7 @@ fn kubeconfig(args: &[String], rest: &[&str], dir: &LabDir, topo: &Topology) -> 
             context = new;
         }
     }
-    match crate::lab::apiserver::kubeconfig::write_kubeconfig(
+    match crate::apiserver::kubeconfig::write_kubeconfig(
         &path,
         &[(context.clone(), n.cluster.clone(), url.clone())],
         Some(&context),
@@ -586,7 +586,7 @@ fn etcd_members(args: &[String], dir: &LabDir, topo: &Topology) -> i32 {
             "error from node {ip}: rpc error: code = Unimplemented desc = member list is only available on control plane nodes"
         ));
     }
-    let st: TalosState = crate::lab::core::read_json(&dir.talos())
+    let st: TalosState = crate::core::read_json(&dir.talos())
         .ok()
         .flatten()
         .unwrap_or_default();
@@ -658,7 +658,7 @@ fn health(args: &[String], dir: &LabDir, topo: &Topology) -> i32 {
         eprintln!("waiting for {s}: OK");
     }
     eprintln!("waiting for all k8s nodes to report ready: ...");
-    let endpoints: BTreeMap<String, String> = crate::lab::core::read_json(&dir.endpoints())
+    let endpoints: BTreeMap<String, String> = crate::core::read_json(&dir.endpoints())
         .ok()
         .flatten()
         .unwrap_or_default();
