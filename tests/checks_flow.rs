@@ -346,3 +346,57 @@ fn flows_follow_the_clusters_cilium_network_policies() {
         calls(&l)
     );
 }
+
+/// Level-triggered: a probe Pod that finds no CNI stays Pending, and is run once Cilium is there
+/// (as one found pending after a lab restart is).
+#[test]
+fn a_pending_probe_runs_once_the_cni_is_there() {
+    let l = TestLab::start(None);
+    l.talos_up("infra");
+    let f = match flow(
+        "flow: { from: { cluster: infra, namespace: web, labels: { app: web } }, to: { namespace: databases, endpoint: { app: pg }, port: 5432 }, expect: allowed }",
+    ) {
+        ActionSpec::Flow(f) => f,
+        _ => unreachable!(),
+    };
+    let argv = bootstrap::checks::flow::probe_argv("10.244.3.7", 5432, None);
+    let pod = serde_json::to_value(bootstrap::checks::flow::probe_pod(
+        &f,
+        "flow-probe-pending",
+        argv,
+    ))
+    .unwrap();
+    let mut pod = pod;
+    pod["apiVersion"] = json!("v1");
+    pod["kind"] = json!("Pod");
+    l.rt.block_on(async {
+        put(&l, "infra", vec![ns("web"), ns("databases"),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pg-0", "namespace": "databases", "labels": {"app": "pg"}},
+                   "spec": {"containers": [{"name": "pg", "image": "postgres"}]}, "status": {"phase": "Running", "podIP": "10.244.3.7"}})]).await;
+        client(&l, "infra").await.create(pod).await.unwrap();
+    });
+    let phase = || {
+        l.rt.block_on(async {
+            client(&l, "infra")
+                .await
+                .get("v1", "Pod", Some("web"), "flow-probe-pending")
+                .await
+                .unwrap()
+                .unwrap()["status"]["phase"]
+                .as_str()
+                .map(String::from)
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(phase(), None, "a probe ran without a CNI");
+    install_cilium(&l, "infra", 1);
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = phase();
+        if seen.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(seen.as_deref(), Some("Succeeded"));
+}
