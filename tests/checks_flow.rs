@@ -273,6 +273,17 @@ fn flows_follow_the_clusters_cilium_network_policies() {
         "{log:?}"
     );
 
+    // A Service only on infra: apps' clients could not even resolve it.
+    l.rt.block_on(put(&l, "infra", vec![json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "pg-ro", "namespace": "databases"},
+        "spec": {"selector": {"app": "pg"}, "ports": [{"port": 5432}]}})]));
+    let o = eval(
+        &l,
+        &clusters,
+        "flow: { from: { cluster: apps, namespace: gitlab, labels: { app: webservice } }, to: { cluster: infra, namespace: databases, service: pg-ro, port: 5432 }, expect: denied }",
+    );
+    assert!(!o.passed);
+    assert!(o.detail.ends_with("Service databases/pg-ro does not exist in apps, so its clients cannot resolve it: a global Service needs the same Service in both clusters, annotated service.cilium.io/global: \"true\""), "{}", o.detail);
+
     // Cross-cluster: with policyDefaultLocalCluster a selector without the cluster label means
     // infra only, so apps' webservice is dropped until a policy names the apps cluster.
     let cross = "flow: { from: { cluster: apps, namespace: gitlab, labels: { app: webservice } }, to: { cluster: infra, namespace: databases, service: pg-rw, port: 5432 }, expect: allowed }";

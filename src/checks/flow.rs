@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, Pod, PodSecurityContext, PodSpec, SeccompProfile, SecurityContext,
+    Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -264,15 +265,15 @@ pub async fn evaluate(
 
 /// Where the probe connects: the Service's cluster DNS name, or the IP of a pod with the labels.
 async fn target(clusters: &Clusters, f: &FlowCheck) -> Result<std::result::Result<String, String>> {
-    if let Some(svc) = &f.to.service {
-        return Ok(Ok(format!("{svc}.{}.svc.cluster.local", f.to.namespace)));
-    }
-    let labels = f.to.endpoint.clone().unwrap_or_default();
     let cluster =
         f.to.cluster
             .as_deref()
             .or(f.from.cluster.as_deref())
             .unwrap_or("");
+    if let Some(svc) = &f.to.service {
+        return service_target(clusters, f, svc, cluster).await;
+    }
+    let labels = f.to.endpoint.clone().unwrap_or_default();
     let client = clusters.client(cluster).await?;
     let api: Api<Pod> = Api::namespaced(client, &f.to.namespace);
     let selector: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -292,6 +293,47 @@ async fn target(clusters: &Clusters, f: &FlowCheck) -> Result<std::result::Resul
             f.to.namespace
         )
     }))
+}
+
+/// Is a Service marked global (the current key or its legacy alias; facts §2.4)?
+fn is_global(s: &Service) -> bool {
+    let a = s.metadata.annotations.clone().unwrap_or_default();
+    a.get("service.cilium.io/global")
+        .or_else(|| a.get("io.cilium/global-service"))
+        .is_some_and(|v| v == "true")
+}
+
+/// A Service target: its DNS name, once the Service exists where the flow ends and, for a flow
+/// between clusters, exists and is global in both (otherwise the source cluster's clients cannot
+/// resolve it, or reach only their own cluster's backends: facts §2.4, §18.10).
+async fn service_target(
+    clusters: &Clusters,
+    f: &FlowCheck,
+    svc: &str,
+    to: &str,
+) -> Result<std::result::Result<String, String>> {
+    let ns = &f.to.namespace;
+    let from = f.from.cluster.as_deref().unwrap_or("");
+    let get = |cluster: String| async move {
+        let api: Api<Service> = Api::namespaced(clusters.client(&cluster).await?, ns);
+        Ok::<_, color_eyre::eyre::Report>(api.get_opt(svc).await?)
+    };
+    let Some(there) = get(to.to_string()).await? else {
+        return Ok(Err(format!("Service {ns}/{svc} not found in {to}")));
+    };
+    if from != to {
+        let Some(here) = get(from.to_string()).await? else {
+            return Ok(Err(format!(
+                "Service {ns}/{svc} does not exist in {from}, so its clients cannot resolve it: a global Service needs the same Service in both clusters, annotated service.cilium.io/global: \"true\""
+            )));
+        };
+        if !is_global(&here) || !is_global(&there) {
+            return Ok(Err(format!(
+                "Service {ns}/{svc} is not global in both {from} and {to} (service.cilium.io/global: \"true\"), so {from}'s clients reach only {from}'s backends"
+            )));
+        }
+    }
+    Ok(Ok(format!("{svc}.{ns}.svc.cluster.local")))
 }
 
 /// One probe: create the Pod, wait for it to finish, read it, delete it.
