@@ -411,3 +411,38 @@ fn a_pending_probe_runs_once_the_cni_is_there() {
     }
     assert_eq!(seen.as_deref(), Some("Succeeded"));
 }
+
+fn bootstrap(args: &[&str], phases: &str) -> (Option<i32>, String) {
+    let st = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_bootstrap"))
+        .args(args)
+        .args(["--phases", phases])
+        .env("BOOTSTRAP_STATE_DIR", st.path())
+        .env("NO_COLOR", "1")
+        .env_remove("BOOTSTRAP_PLAN")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (o.status.code(), format!("{}{}", out(&o), err(&o)))
+}
+
+/// What the gate items say in `plan`, and what a mistyped or incomplete flow gets: file, line,
+/// field and a fix.
+#[test]
+fn plan_describes_flows_and_load_errors_point_into_the_file() {
+    let (code, text) = bootstrap(&["plan"], "tests/fixtures/flow/plan");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("check: [kube] flow apps/gitlab {app=webservice} -> infra/databases service pg-rw:5432 (TCP): expect allowed (probe pod)"), "{text}");
+    // for_each: cluster: both ends default to the item's cluster.
+    assert!(text.contains("check: [kube] flow apps/gitlab {app=sidekiq} -> apps/gitlab pods {app=webservice}:8080 POST /api/v4/health: expect denied"), "{text}");
+
+    let (code, text) = bootstrap(&["plan"], "tests/fixtures/flow/typo");
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("tests/fixtures/flow/typo/01-policies.yaml:11:49: gate[0].check.flow.from: unknown field `lables`"), "{text}");
+    assert!(text.contains("help: did you mean `labels`?"), "{text}");
+
+    let (code, text) = bootstrap(&["plan"], "tests/fixtures/flow/no-target");
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("01-policies.yaml:"), "{text}");
+    assert!(text.contains("a flow check's `to` needs exactly one of `service` (a Service name) or `endpoint` (pod labels)"), "{text}");
+}

@@ -293,7 +293,8 @@ fn pod_ip(topo: &Topology, cluster: &str, name: &str) -> String {
     let h = name
         .bytes()
         .fold(7u32, |a, b| a.wrapping_mul(31).wrapping_add(b as u32));
-    let host = 10 + h % (net.hosts().count().saturating_sub(20).max(1) as u32);
+    let size = 1u64 << (32 - u32::from(net.prefix_len()));
+    let host = 10 + h % (size.saturating_sub(20).max(1) as u32);
     std::net::Ipv4Addr::from(u32::from(net.network()) + host).to_string()
 }
 
