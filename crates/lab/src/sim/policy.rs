@@ -28,6 +28,11 @@
 //!   value (Envoy `safe_regex`: "the entire request header value must match"), so they are
 //!   anchored here. An L7 deny is a `403` from the proxy; an L3/L4 deny drops the packets.
 //!
+//! * Identity labels: the pod's labels plus `io.kubernetes.pod.namespace`,
+//!   `io.cilium.k8s.policy.cluster`, `io.cilium.k8s.policy.serviceaccount` and the Namespace's
+//!   labels as `io.cilium.k8s.namespace.labels.<key>`; selector keys may carry the `k8s:` or
+//!   `any:` source prefix.
+//!
 //! Not modelled: CIDR, FQDN, service and node selectors, named ports, `headers` matches beyond
 //! presence, Kafka and DNS rule contents (a DNS rule allows port 53).
 
@@ -38,6 +43,7 @@ use serde_json::Value;
 pub const NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 pub const CLUSTER_LABEL: &str = "io.cilium.k8s.policy.cluster";
 pub const SERVICE_ACCOUNT_LABEL: &str = "io.cilium.k8s.policy.serviceaccount";
+pub const NAMESPACE_LABELS_PREFIX: &str = "io.cilium.k8s.namespace.labels.";
 
 /// A pod as policy sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +53,8 @@ pub struct Endpoint {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub service_account: String,
+    /// The labels of its Namespace (Cilium adds them as `io.cilium.k8s.namespace.labels.<key>`).
+    pub namespace_labels: BTreeMap<String, String>,
 }
 
 impl Endpoint {
@@ -56,6 +64,9 @@ impl Endpoint {
         l.insert(NAMESPACE_LABEL.into(), self.namespace.clone());
         l.insert(CLUSTER_LABEL.into(), self.cluster.clone());
         l.insert(SERVICE_ACCOUNT_LABEL.into(), self.service_account.clone());
+        for (k, v) in &self.namespace_labels {
+            l.insert(format!("{NAMESPACE_LABELS_PREFIX}{k}"), v.clone());
+        }
         l
     }
     pub fn who(&self) -> String {
@@ -509,6 +520,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             service_account: "default".into(),
+            namespace_labels: [("kubernetes.io/metadata.name".to_string(), ns.to_string())].into(),
         }
     }
     fn cnp(ns: &str, name: &str, spec: Value) -> Policy {
@@ -726,6 +738,29 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_clusterwide_policy_selects_peers_by_namespace_labels() {
+        let pg = ep("infra", "databases", &[("app", "pg")]);
+        let ccnp = Policy::from_object(
+            &json!({"kind": "CiliumClusterwideNetworkPolicy", "metadata": {"name": "from-gitlab-ns"},
+            "spec": {"endpointSelector": {"matchLabels": {"app": "pg"}},
+                     "ingress": [{"fromEndpoints": [{"matchLabels": {"io.cilium.k8s.namespace.labels.kubernetes.io/metadata.name": "gitlab"}}]}]}}),
+        );
+        let s = settings("infra", false);
+        let from = |ns: &str| {
+            decide(
+                Direction::Ingress,
+                &pg,
+                &ep("infra", ns, &[("app", "any")]),
+                &tcp(5432),
+                std::slice::from_ref(&ccnp),
+                &s,
+            )
+        };
+        assert!(matches!(from("gitlab"), Verdict::Allowed { .. }));
+        assert!(matches!(from("web"), Verdict::Dropped { .. }));
     }
 
     #[test]

@@ -193,7 +193,19 @@ fn endpoint(cluster: &str, pod: &Value) -> Endpoint {
             .as_str()
             .unwrap_or("default")
             .to_string(),
+        namespace_labels: BTreeMap::new(),
     }
+}
+
+/// The endpoint with its Namespace's labels (and `kubernetes.io/metadata.name`, which the API
+/// server sets on every Namespace).
+async fn with_namespace(c: &Local, mut e: Endpoint) -> Endpoint {
+    if let Ok(Some(ns)) = c.get("v1", "Namespace", None, &e.namespace).await {
+        e.namespace_labels = labels_of(&ns, "/metadata/labels");
+    }
+    e.namespace_labels
+        .insert("kubernetes.io/metadata.name".into(), e.namespace.clone());
+    e
 }
 
 fn finished(pod: &Value) -> bool {
@@ -477,7 +489,7 @@ pub async fn decide(
     };
     let src_settings = settings(&local, cluster).await;
     let src = {
-        let mut e = endpoint(cluster, pod);
+        let mut e = with_namespace(&local, endpoint(cluster, pod)).await;
         e.cluster = src_settings.cluster.clone();
         e
     };
@@ -520,6 +532,11 @@ pub async fn decide(
             name: "coredns".into(),
             labels: [("k8s-app".to_string(), "kube-dns".to_string())].into(),
             service_account: "coredns".into(),
+            namespace_labels: [(
+                "kubernetes.io/metadata.name".to_string(),
+                "kube-system".to_string(),
+            )]
+            .into(),
         };
         let dns_req = Request {
             port: 53,
@@ -576,7 +593,7 @@ pub async fn decide(
     }
     let dst_settings = settings(&remote, &dst_cluster).await;
     let dst = {
-        let mut e = endpoint(&dst_cluster, &dst_pod);
+        let mut e = with_namespace(&remote, endpoint(&dst_cluster, &dst_pod)).await;
         e.cluster = dst_settings.cluster.clone();
         e
     };
