@@ -358,8 +358,9 @@ fn flows_follow_the_clusters_cilium_network_policies() {
     );
 }
 
-/// Level-triggered: a probe Pod that finds no CNI stays Pending, and is run once Cilium is there
-/// (as one found pending after a lab restart is).
+/// Without a CNI a probe Pod stays Pending: the check gives up at its deadline and deletes its Pod;
+/// and, level-triggered, a Pending probe is run once Cilium is there (as one found pending after a
+/// lab restart is).
 #[test]
 fn a_pending_probe_runs_once_the_cni_is_there() {
     let l = TestLab::start(None);
@@ -370,6 +371,42 @@ fn a_pending_probe_runs_once_the_cni_is_there() {
         ActionSpec::Flow(f) => f,
         _ => unreachable!(),
     };
+    l.rt.block_on(async {
+        put(&l, "infra", vec![ns("web"), ns("databases"),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pg-0", "namespace": "databases", "labels": {"app": "pg"}},
+                   "spec": {"containers": [{"name": "pg", "image": "postgres"}]}, "status": {"phase": "Running", "podIP": "10.244.3.7"}})]).await;
+    });
+    // The check gives up at its deadline, and its guard deletes the Pod it was waiting for.
+    let clusters = Clusters::new(&l.plan, l.kubeconfig());
+    let o =
+        l.rt.block_on(clusters.evaluate(
+            &ActionSpec::Flow(f.clone()),
+            Mode::Wait(std::time::Duration::from_millis(1500)),
+        ))
+        .unwrap();
+    assert!(!o.passed);
+    assert!(
+        o.detail.ends_with("the probe pod did not finish in time"),
+        "{}",
+        o.detail
+    );
+    let mut left = usize::MAX;
+    for _ in 0..40 {
+        left = l.rt.block_on(async {
+            client(&l, "infra")
+                .await
+                .list("v1", "Pod", Some("web"), Some("bootstrap.dev/flow-probe"))
+                .await
+                .unwrap()
+                .len()
+        });
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(left, 0, "the timed-out probe pod was left behind");
+
     let argv = bootstrap::checks::flow::probe_argv("10.244.3.7", 5432, None);
     let pod = serde_json::to_value(bootstrap::checks::flow::probe_pod(
         &f,
@@ -381,9 +418,6 @@ fn a_pending_probe_runs_once_the_cni_is_there() {
     pod["apiVersion"] = json!("v1");
     pod["kind"] = json!("Pod");
     l.rt.block_on(async {
-        put(&l, "infra", vec![ns("web"), ns("databases"),
-            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pg-0", "namespace": "databases", "labels": {"app": "pg"}},
-                   "spec": {"containers": [{"name": "pg", "image": "postgres"}]}, "status": {"phase": "Running", "podIP": "10.244.3.7"}})]).await;
         client(&l, "infra").await.create(pod).await.unwrap();
     });
     let phase = || {

@@ -229,6 +229,7 @@ pub async fn evaluate(
         Mode::Once => None,
         Mode::Wait(t) => Some(Instant::now() + t),
     };
+    let mut last: Option<Outcome> = None;
     loop {
         let budget = deadline
             .map(|d| d.saturating_duration_since(Instant::now()))
@@ -240,13 +241,25 @@ pub async fn evaluate(
                 terminal: false,
                 detail: format!("flow {}: {e:#}", f.describe()),
             },
+            // The deadline cut a probe short (its Pod is deleted by the guard): the last complete
+            // probe says why.
             Err(_) => Outcome {
                 passed: false,
                 terminal: false,
-                detail: format!(
-                    "flow {}: the probe pod did not finish in time",
-                    f.describe()
-                ),
+                detail: match last.take() {
+                    Some(l) => format!(
+                        "timed out after {}; the last complete probe: {}",
+                        humantime::format_duration(match mode {
+                            Mode::Wait(t) => t,
+                            Mode::Once => budget,
+                        }),
+                        l.detail
+                    ),
+                    None => format!(
+                        "flow {}: the probe pod did not finish in time",
+                        f.describe()
+                    ),
+                },
             },
         };
         if let Some(p) = progress
@@ -256,6 +269,7 @@ pub async fn evaluate(
         }
         match deadline {
             Some(d) if !o.passed && Instant::now() + Duration::from_secs(1) < d => {
+                last = Some(o);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             _ => return Ok(o),
