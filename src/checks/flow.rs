@@ -24,8 +24,8 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, Pod, PodSecurityContext, PodSpec, SeccompProfile, SecurityContext,
-    Service,
+    Capabilities, Container, ExecAction, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
+    SecurityContext, Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -85,7 +85,9 @@ pub fn probe_hash(f: &FlowCheck) -> String {
 
 /// The probe Pod: the workload's labels plus the probe label, restartPolicy Never, a hard
 /// deadline, no service account token, and a security context the `restricted` Pod Security level
-/// admits.
+/// admits. It carries the workload's labels, so the workload's Services select it too: a readiness
+/// probe that never passes keeps it out of their endpoints (only Ready pods receive traffic), so no
+/// client of the workload is sent to it.
 pub fn probe_pod(f: &FlowCheck, name: &str, argv: Vec<String>) -> Pod {
     let mut labels = f.from.labels.clone();
     labels.insert(PROBE_LABEL.into(), probe_hash(f));
@@ -94,6 +96,7 @@ pub fn probe_pod(f: &FlowCheck, name: &str, argv: Vec<String>) -> Pod {
             name: Some(name.into()),
             namespace: Some(f.from.namespace.clone()),
             labels: Some(labels),
+            annotations: Some([("bootstrap.dev/flow".to_string(), f.describe())].into()),
             ..Default::default()
         },
         spec: Some(PodSpec {
@@ -115,6 +118,13 @@ pub fn probe_pod(f: &FlowCheck, name: &str, argv: Vec<String>) -> Pod {
                 image: Some(f.image.clone().unwrap_or_else(|| DEFAULT_IMAGE.into())),
                 command: Some(argv),
                 termination_message_policy: Some("FallbackToLogsOnError".into()),
+                readiness_probe: Some(Probe {
+                    exec: Some(ExecAction {
+                        command: Some(vec!["false".into()]),
+                    }),
+                    period_seconds: Some(60),
+                    ..Default::default()
+                }),
                 security_context: Some(SecurityContext {
                     allow_privilege_escalation: Some(false),
                     capabilities: Some(Capabilities {
@@ -465,6 +475,33 @@ mod tests {
         assert!(matches!(verdict(true, 6, ""), Seen::Inconclusive(s) if s.contains("resolve")));
         assert!(matches!(verdict(false, 0, ""), Seen::Allowed(_)));
         assert!(matches!(verdict(false, 1, ""), Seen::Denied(_)));
+    }
+
+    #[test]
+    fn the_probe_pod_is_never_ready_and_carries_the_workloads_labels() {
+        let f: FlowCheck = serde_saphyr::from_str(
+            "{ from: { cluster: apps, namespace: gitlab, labels: { app: webservice } }, to: { namespace: databases, service: pg-rw, port: 5432 }, expect: allowed }",
+        )
+        .unwrap();
+        let p = probe_pod(&f, "flow-probe-x", probe_argv("h", 1, None));
+        let labels = p.metadata.labels.clone().unwrap();
+        assert_eq!(labels["app"], "webservice");
+        assert_eq!(labels[PROBE_LABEL], probe_hash(&f));
+        let spec = p.spec.unwrap();
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(spec.active_deadline_seconds, Some(POD_DEADLINE_SECONDS));
+        let c = &spec.containers[0];
+        assert_eq!(
+            c.readiness_probe
+                .as_ref()
+                .unwrap()
+                .exec
+                .as_ref()
+                .unwrap()
+                .command,
+            Some(vec!["false".to_string()])
+        );
+        assert_eq!(c.command.as_ref().unwrap()[0], "nc");
     }
 
     #[test]
