@@ -311,6 +311,18 @@ fn flows_follow_the_clusters_cilium_network_policies() {
         calls(&l)
     );
 
+    // The lab's Deployments roll out without Pod objects: a ready one stands for the backends of
+    // the Service that selects its pod template.
+    l.rt.block_on(put(&l, "infra", vec![
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "web"},
+               "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx", "ports": [{"name": "http", "containerPort": 8080}]}]}}}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "web"},
+               "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]}}),
+    ]));
+    let o = l.rt.block_on(clusters.evaluate(&flow(&format!("flow: {{ {from_gitlab}, to: {{ namespace: web, service: web, port: 80 }}, http: {{ method: GET, path: / }}, expect: allowed }}")), Mode::Wait(std::time::Duration::from_secs(10)))).unwrap();
+    assert!(o.passed, "{}", o.detail);
+
     // A permissive policy lets the denied flow through: the gate item that expects it denied
     // fails, by name and flow, through the binary's run.
     l.rt.block_on(put(

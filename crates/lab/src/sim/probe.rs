@@ -383,6 +383,32 @@ fn serving(pod: &Value) -> bool {
     !finished(pod) && pod["metadata"]["labels"][PROBE_LABEL].is_null()
 }
 
+/// The lab's workloads roll out without Pod objects: a Deployment, StatefulSet or DaemonSet with
+/// ready replicas whose pod template the selector matches stands for its pods (one, from its
+/// template).
+async fn workload_pods(c: &Local, ns: &str, sel: &BTreeMap<String, String>) -> Vec<Value> {
+    let mut out = Vec::new();
+    for kind in ["Deployment", "StatefulSet", "DaemonSet"] {
+        for w in c
+            .list("apps/v1", kind, Some(ns), None)
+            .await
+            .unwrap_or_default()
+        {
+            let labels = labels_of(&w, "/spec/template/metadata/labels");
+            let ready = w["status"]["readyReplicas"]
+                .as_i64()
+                .or_else(|| w["status"]["numberReady"].as_i64())
+                .unwrap_or(0);
+            if ready > 0 && sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+                out.push(json!({"metadata": {"name": format!("{}-0", text(&w["metadata"]["name"])), "namespace": ns,
+                                             "labels": w["spec"]["template"]["metadata"]["labels"]},
+                                "spec": w["spec"]["template"]["spec"]}));
+            }
+        }
+    }
+    out
+}
+
 /// The backend pods of a Service on `port`: local pods by its selector, then (a global Service)
 /// those of every connected cluster whose EndpointSlice `<service>-<cluster>` the mesh published
 /// here; `service.cilium.io/affinity: remote` puts the remote ones first. Returns (cluster, pod,
@@ -408,17 +434,19 @@ async fn backends(
             return Vec::new();
         }
         let selector: Vec<String> = sel.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        c.list(
-            "v1",
-            "Pod",
-            Some(&text(&svc["metadata"]["namespace"])),
-            Some(&selector.join(",")),
-        )
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter(serving)
-        .collect::<Vec<Value>>()
+        let ns = text(&svc["metadata"]["namespace"]);
+        let pods = c
+            .list("v1", "Pod", Some(&ns), Some(&selector.join(",")))
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(serving)
+            .collect::<Vec<Value>>();
+        if pods.is_empty() {
+            workload_pods(&c, &ns, &sel).await
+        } else {
+            pods
+        }
     };
     let target = |pod: &Value| -> u16 {
         match &sp["targetPort"] {
