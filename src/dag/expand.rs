@@ -115,6 +115,34 @@ fn render_action(
         ActionSpec::Field(c) => Some(&mut c.cluster),
         ActionSpec::Kustomizations(c) | ActionSpec::Helmreleases(c) => Some(&mut c.cluster),
         ActionSpec::HelmValues(c) => Some(&mut c.cluster),
+        ActionSpec::Flow(f) => {
+            if f.to.service.is_some() == f.to.endpoint.is_some() {
+                return Err(UserError::new(
+                    "a flow check's `to` needs exactly one of `service` (a Service name) or `endpoint` (pod labels)",
+                )
+                .in_file(file)
+                .at(line, 1)
+                .field(format!("{field}.flow.to"))
+                .help("write to: { cluster: infra, namespace: databases, service: pg-rw, port: 5432 }")
+                .with_source_line());
+            }
+            if let Some(h) = &f.http
+                && (!h.path.starts_with('/')
+                    || h.method.is_empty()
+                    || !h.method.bytes().all(|b| b.is_ascii_uppercase()))
+            {
+                return Err(UserError::new(format!(
+                    "a flow check's http request needs an upper-case method and a path starting with /, not {} {:?}",
+                    h.method, h.path
+                ))
+                .in_file(file)
+                .at(line, 1)
+                .field(format!("{field}.flow.http"))
+                .help("write http: { method: GET, path: /api/v4/health }")
+                .with_source_line());
+            }
+            Some(&mut f.from.cluster)
+        }
         ActionSpec::Manual(_) if !field.starts_with("gate") => {
             return Err(UserError::new(
                 "a manual check is a checklist item for a person: only gate items may be manual",
@@ -166,6 +194,12 @@ fn render_action(
                     .with_source_line());
             }
         }
+    }
+    // A flow's destination defaults to its source's cluster.
+    if let ActionSpec::Flow(f) = &mut out
+        && f.to.cluster.is_none()
+    {
+        f.to.cluster = f.from.cluster.clone();
     }
     Ok(out)
 }
