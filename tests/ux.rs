@@ -399,6 +399,49 @@ steps:
 }
 
 #[test]
+fn plan_reports_a_typo_in_an_expanded_step_once_with_a_count() {
+    let ws = Ws::new(
+        ws::TWO_CLUSTERS,
+        r#"
+id: p
+title: P
+steps:
+  - id: a
+    for_each: cluster
+    run: { cmd: [echo, "{{ cluster.nmae }}"] }
+gate:
+  - id: g
+    text: "{{ cluster.nmae }} is fine"
+    for_each: cluster
+    check: { cmd: ["true"] }
+"#,
+    );
+    for cmd in [&["plan"][..], &["run"], &["lint"]] {
+        let out = ws.run(cmd);
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}: {}", all(&out));
+        let err = text(&out.stderr);
+        // One report for the step's typo and one for the gate item's, each with its expansions.
+        assert_eq!(
+            err.matches("undefined name in template").count(),
+            2,
+            "{cmd:?}: {err}"
+        );
+        assert_eq!(
+            err.matches("(in 2 of 2 expansions: a/infra, a/apps)")
+                .count(),
+            1,
+            "{cmd:?}: {err}"
+        );
+        assert_eq!(
+            err.matches("(in 2 of 2 expansions: g/infra, g/apps)")
+                .count(),
+            1,
+            "{cmd:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn unknown_fields_and_step_typos_get_a_did_you_mean() {
     let ws = Ws::new(
         ws::ONE_CLUSTER,
