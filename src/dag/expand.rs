@@ -235,7 +235,7 @@ impl Dag {
     pub fn build(spec: &Spec, state_dir: &Path) -> Result<Dag, UserErrors> {
         let r = Renderer::new();
         let state_dir = absolute_dir(state_dir);
-        let sd = state_dir.display().to_string();
+        let sd = render::path_placeholders(&spec.plan, &state_dir);
         let plan_value = render::plan_value(&spec.plan, &state_dir);
         let mut cache = HashMap::new();
         let mut errors: Vec<UserError> = Vec::new();
