@@ -132,9 +132,9 @@ pub struct GitSource {
     pub paths: BTreeMap<String, String>,
     #[serde(default)]
     pub personal: bool,
-    /// A local clone of the repository, for files steps read from it (the Cilium values).
-    /// `{{ state_dir }}` may be used (the lab serves its tree from the state directory). Default:
-    /// `lab/gitops`, the reference tree in this repository.
+    /// A local clone of the repository, for files steps read from it (the Cilium values); relative
+    /// to the plan file. `{{ state_dir }}` may be used (the lab serves its tree from the state
+    /// directory). Default: `lab/gitops`, the reference tree of the project the plan is in.
     #[serde(default)]
     pub checkout: Option<String>,
     /// Where each phase's Flux Kustomizations are defined in the repository, by phase id and
@@ -160,10 +160,10 @@ pub struct Paths {
     pub talosconfig: Spanned<String>,
     /// Directory for generated Talos machine configs and secrets.
     pub talos_configs: Spanned<String>,
-    /// Talos machine-config patches, by name (files that must exist).
+    /// Talos machine-config patches, by name (files that must exist; relative to the plan file).
     #[serde(default)]
     pub patches: BTreeMap<String, Spanned<String>>,
-    /// Other files steps reference, by name (files that must exist).
+    /// Other files steps reference, by name (files that must exist; relative to the plan file).
     #[serde(default)]
     pub files: BTreeMap<String, Spanned<String>>,
 }
