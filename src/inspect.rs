@@ -86,7 +86,16 @@ pub fn logs_command(g: &Global, a: &LogsArgs) -> Result<Exit> {
         return Err(unknown_step(&ws, &a.step).into());
     }
     let recs = records(&ws.state_dir);
-    let tries = attempts(&recs, &a.step);
+    let mut tries = attempts(&recs, &a.step);
+    if tries.is_empty() {
+        // Its records were compacted into the snapshot, which keeps its last run's attempts.
+        let state = FileStore::new(&ws.state_dir).load()?;
+        if let Some(s) = state.steps.get(&a.step) {
+            tries = (s.starts.iter().enumerate())
+                .map(|(n, at)| (s.run_id.clone(), n as u32 + 1, at.clone(), s.log.clone()))
+                .collect();
+        }
+    }
     let Some(last) = tries.last() else {
         return Err(
             UserError::new(format!("{} has not run yet: there is no log", a.step))
@@ -99,9 +108,22 @@ pub fn logs_command(g: &Global, a: &LogsArgs) -> Result<Exit> {
     };
     let (run_id, log) = (last.0.clone(), last.3.clone());
     let starts: Vec<String> = tries.iter().map(|t| t.2.clone()).collect();
-    let text = std::fs::read_to_string(&log).map_err(|e| {
-        UserError::new(format!("cannot read the log: {e}")).in_file(Path::new(&log))
-    })?;
+    // A step that printed nothing and succeeded leaves no log file (one is created on the first
+    // line of output, or when a command fails).
+    let text = match std::fs::read_to_string(&log) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !a.follow {
+                eprintln!("{} printed nothing in run {run_id} (no log file)", a.step);
+            }
+            String::new()
+        }
+        Err(e) => {
+            return Err(UserError::new(format!("cannot read the log: {e}"))
+                .in_file(Path::new(&log))
+                .into());
+        }
+    };
     let mut out = std::io::stdout().lock();
     match a.attempt {
         Some(n) => {
@@ -121,17 +143,23 @@ pub fn logs_command(g: &Global, a: &LogsArgs) -> Result<Exit> {
     }
     out.flush()?;
     if a.follow {
-        // Print what is appended until the step (or its run) finishes.
-        let mut f = std::fs::File::open(&log)?;
+        // Print what is appended until the step (or its run) finishes; the file appears with
+        // the step's first line of output.
+        let mut f: Option<std::fs::File> = None;
         let mut pos = text.len() as u64;
         loop {
             let done = finished(&records(&ws.state_dir), &run_id, &a.step);
-            f.seek(std::io::SeekFrom::Start(pos))?;
-            let mut more = Vec::new();
-            f.read_to_end(&mut more)?;
-            pos += more.len() as u64;
-            out.write_all(&more)?;
-            out.flush()?;
+            if f.is_none() {
+                f = std::fs::File::open(&log).ok();
+            }
+            if let Some(f) = &mut f {
+                f.seek(std::io::SeekFrom::Start(pos))?;
+                let mut more = Vec::new();
+                f.read_to_end(&mut more)?;
+                pos += more.len() as u64;
+                out.write_all(&more)?;
+                out.flush()?;
+            }
             if done {
                 break;
             }

@@ -431,3 +431,103 @@ steps:
         "an unrelated step was held back"
     );
 }
+
+/// A step that prints nothing and succeeds leaves no log file; one that prints, or fails, does.
+/// `logs` says the quiet one printed nothing.
+#[test]
+fn log_files_are_created_only_for_output_or_failure() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: quiet
+    run: { cmd: ["true"] }
+  - id: talks
+    run: { cmd: ["echo", "hello from talks"] }
+  - id: fails
+    needs: [quiet, talks]
+    run: { cmd: ["false"] }
+"#,
+    );
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", all(&out));
+    let st = ws.status();
+    let log_of = |id: &str| {
+        let p = step(&st, id)["log"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let p = std::path::PathBuf::from(&p);
+        if p.is_absolute() { p } else { ws.root.join(p) }
+    };
+    assert!(
+        !log_of("quiet").exists(),
+        "a quiet success left a log file: {}",
+        log_of("quiet").display()
+    );
+    let talks = std::fs::read_to_string(log_of("talks")).expect("the talking step's log");
+    assert!(talks.contains("out hello from talks"), "{talks}");
+    let fails = std::fs::read_to_string(log_of("fails")).expect("the failed step's log");
+    assert!(fails.contains("exit code 1"), "{fails}");
+    let out = ws.run(&["logs", "quiet"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert!(all(&out).contains("printed nothing"), "{}", all(&out));
+}
+
+/// A run starts by compacting the journal into one snapshot record: what earlier runs recorded
+/// (status, attempts for `logs --attempt`) is kept, the file does not grow with every run, and the
+/// new run's records follow the snapshot.
+#[test]
+fn the_journal_is_compacted_on_run_start_and_keeps_what_it_knew() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: flaky
+    retry: { attempts: 3, backoff: 10ms, max_backoff: 20ms }
+    run: { shell: "n=$(cat {W}/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > {W}/n; echo attempt-$n; [ $n -ge 2 ]" }
+  - id: other
+    run: { cmd: ["echo", "other"] }
+"#,
+    );
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let before = ws.status();
+    let journal = ws.root.join("state/journal.jsonl");
+    let first_size = std::fs::metadata(&journal).unwrap().len();
+    // A second run that does work (a step reset), then a third.
+    for _ in 0..2 {
+        let out = ws.run(&["reset", "other"]);
+        assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+        let out = ws.run(&["run"]);
+        assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    }
+    let text_j = std::fs::read_to_string(&journal).unwrap();
+    let first: serde_json::Value = serde_json::from_str(text_j.lines().next().unwrap()).unwrap();
+    assert_eq!(first["record"], "snapshot", "{text_j}");
+    assert_eq!(
+        text_j.matches("\"record\":\"snapshot\"").count(),
+        1,
+        "one snapshot, then this run's records: {text_j}"
+    );
+    assert_eq!(
+        text_j.matches("\"record\":\"run-started\"").count(),
+        1,
+        "earlier runs' records were not folded: {text_j}"
+    );
+    assert!(
+        std::fs::metadata(&journal).unwrap().len() < first_size * 3,
+        "the journal grows with every run"
+    );
+    // What the first run recorded about `flaky` is still known.
+    let after = ws.status();
+    assert_eq!(step(&after, "flaky"), step(&before, "flaky"));
+    let out = ws.run(&["logs", "flaky", "--attempt", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert!(text(&out.stdout).contains("attempt-1"), "{}", all(&out));
+    assert!(!text(&out.stdout).contains("attempt-2"), "{}", all(&out));
+}

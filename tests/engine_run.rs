@@ -422,7 +422,7 @@ gate:
         ("phase-started", &["phase"]),
         (
             "step-started",
-            &["id", "phase", "cluster", "node", "attempt"],
+            &["id", "phase", "cluster", "node", "attempt", "log"],
         ),
         ("step-skipped", &["id", "reason"]),
         ("output", &["id", "line"]),
@@ -442,6 +442,7 @@ gate:
                 "detail",
             ],
         ),
+        ("step-spawned", &["id", "pgid"]),
         ("confirmation-required", &["id", "description"]),
         ("gate-item", &["phase", "item", "text", "passed", "detail"]),
         ("gate-finished", &["phase", "passed"]),

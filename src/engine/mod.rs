@@ -10,6 +10,7 @@
 pub(crate) mod action;
 pub mod dispatch;
 pub mod environment;
+mod journal;
 mod prepare;
 mod run;
 pub mod signals;
@@ -27,7 +28,7 @@ use crate::error::{Exit, ExitError, Result};
 use crate::report::{Event, Reporter};
 use crate::secrets::Redactor;
 use crate::spec::phase::OnChange;
-use crate::state::{FileStore, Lock, LockError, Outcome, Record, Store};
+use crate::state::{FileStore, Lock, LockError, Outcome, Store};
 use crate::workspace::Workspace;
 use dispatch::{Dispatcher, RunOutcome};
 use environment::Environment;
@@ -133,7 +134,11 @@ pub async fn execute(
     let run_id = new_run_id();
     let signals = Signals::install();
     let lock = take_lock(ws, &run_id)?;
-    let state = FileStore::new(&ws.state_dir).load()?;
+    // Compacted on run start: the journal becomes one snapshot record, then this run's records.
+    let mut store = FileStore::new(&ws.state_dir);
+    let (before, after) = store.compact()?;
+    tracing::debug!("journal compacted: {before} -> {after} bytes");
+    let state = store.load()?;
     let todo = prepare::work(ws, sel, &state, opts.refresh);
     let unconfirmed = confirm(ws, &todo, opts, g).await;
     let plan = prepare::run_plan(ws, sel, &state, &todo, unconfirmed, opts);
@@ -146,15 +151,15 @@ pub async fn execute(
         .collect();
     let mut dispatcher = Dispatcher::new(plan);
 
-    let mut run = run::Run::new(ws, outputs, run_id.clone(), started);
-    run.store.append(&Record::RunStarted {
-        run_id: run_id.clone(),
-        at: crate::state::now(),
-        phases: opts.phases.clone(),
-        steps: opts.steps.clone(),
-        pid: std::process::id(),
-        host: crate::state::hostname(),
-    })?;
+    let journal = journal::Journal::new(
+        ws,
+        run_id.clone(),
+        journal::Selection {
+            phases: opts.phases.clone(),
+            steps: opts.steps.clone(),
+        },
+    );
+    let mut run = run::Run::new(ws, outputs, journal, run_id.clone(), started);
     run.emit(Event::RunStarted {
         run_id: run_id.clone(),
         plan: ws.spec.plan.name.value.clone(),
@@ -162,8 +167,8 @@ pub async fn execute(
         steps: sel.order.len(),
         concurrency,
         resumed: opts.resumed,
-    });
-    stop_orphans(&run.store.load()?);
+    })?;
+    stop_orphans(&run.journal.store.load()?);
     let extra = environment.start().await?;
     let mut env = base_env(ws, &extra);
     // Marks every process the run starts, so a later run can tell its orphans from strangers.
@@ -271,11 +276,6 @@ async fn confirm(
 /// Record and report the end of the run, then print the summary. Returns the exit code.
 fn finish(run: &mut run::Run, disp: &Dispatcher, signals: &Signals, g: &Global) -> Result<Exit> {
     let outcome = disp.outcome();
-    run.store.append(&Record::RunFinished {
-        run_id: run.run_id.clone(),
-        at: crate::state::now(),
-        outcome: outcome.as_str().into(),
-    })?;
     run.report.tails = run
         .tails
         .iter()
@@ -301,7 +301,7 @@ fn finish(run: &mut run::Run, disp: &Dispatcher, signals: &Signals, g: &Global) 
         duration_ms: run.started.elapsed().as_millis() as u64,
         failed,
         report: report_path,
-    });
+    })?;
     run.reporter.finish();
     Ok(match outcome {
         RunOutcome::Succeeded => Exit::Ok,

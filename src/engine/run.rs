@@ -1,5 +1,6 @@
 //! One run, wired: the dispatcher's decisions become unit tasks, the units' messages become
-//! journal records (written before the run moves on) and events for the reporters.
+//! events; the journal subscribes first (its records durable before the run moves on), then the
+//! reporters.
 //!
 //! Owns the order of effects (record, then acknowledge; record, then report), not the decisions:
 //! those are [`super::dispatch`]'s.
@@ -12,6 +13,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::dispatch::{Decision, Dispatcher, Ended};
+use super::journal::Journal;
 use super::signals::Signals;
 use super::{Msg, UnitResult, unit};
 use crate::checks::Clusters;
@@ -19,7 +21,7 @@ use crate::dag::Work;
 use crate::error::Result;
 use crate::report::{Event, Fanout, MarkdownReport, Reporter};
 use crate::secrets::Redactor;
-use crate::state::{FileStore, Outcome, Record, State, Store};
+use crate::state::{Outcome, State};
 use crate::workspace::Workspace;
 
 /// What to do about a message once its batch of records is durable.
@@ -27,6 +29,8 @@ enum After {
     Started(tokio::sync::oneshot::Sender<bool>, Event),
     /// The unit's result, and the dispatcher's decisions on it (applied once durable).
     Finished(UnitResult, Vec<Decision>),
+    /// An event to report once durable.
+    Report(Event),
 }
 
 /// What every unit of the run shares.
@@ -44,7 +48,8 @@ pub(crate) struct Run<'a> {
     pub ws: &'a Workspace,
     pub run_id: String,
     pub started: Instant,
-    pub store: FileStore,
+    /// The first subscriber: every event that changes what is known, recorded.
+    pub journal: Journal,
     pub reporter: Fanout,
     pub report: MarkdownReport,
     /// Failed unit id -> (output tail, log path).
@@ -56,6 +61,7 @@ impl<'a> Run<'a> {
     pub fn new(
         ws: &'a Workspace,
         outputs: super::Outputs,
+        journal: Journal,
         run_id: String,
         started: Instant,
     ) -> Run<'a> {
@@ -63,7 +69,7 @@ impl<'a> Run<'a> {
             ws,
             run_id,
             started,
-            store: FileStore::new(&ws.state_dir),
+            journal,
             reporter: Fanout(outputs.reporters),
             report: outputs.report,
             tails: BTreeMap::new(),
@@ -71,7 +77,17 @@ impl<'a> Run<'a> {
         }
     }
 
-    pub fn emit(&mut self, e: Event) {
+    /// An event outside a batch: recorded (and made durable) first if it changes what is known,
+    /// then reported.
+    pub fn emit(&mut self, e: Event) -> Result<()> {
+        self.journal.write(&e)?;
+        self.journal.flush()?;
+        self.report(e);
+        Ok(())
+    }
+
+    /// Hand a recorded (or unrecordable) event to the reporters.
+    fn report(&mut self, e: Event) {
         self.reporter.event(&e);
         self.report.event(&e);
     }
@@ -94,13 +110,14 @@ impl<'a> Run<'a> {
                 Decision::Start(i) => self.start(i, shared, signals, tx, ev),
                 Decision::Skip { index, reason } => {
                     let id = self.ws.dag.work[index].id().to_string();
-                    self.emit(Event::StepSkipped { id, reason });
+                    self.report(Event::StepSkipped { id, reason });
                 }
                 Decision::Refuse { index, detail } => {
                     let id = self.ws.dag.work[index].id().to_string();
                     self.tails
                         .insert(id.clone(), (detail.clone(), String::new()));
-                    self.emit(Event::StepFinished {
+                    // Refused before it started: its record stays what it was.
+                    self.report(Event::StepFinished {
                         id,
                         outcome: "failed".into(),
                         attempts: 0,
@@ -108,12 +125,13 @@ impl<'a> Run<'a> {
                         exit_code: None,
                         log: String::new(),
                         detail,
+                        journaled: false,
                     });
                 }
                 Decision::NeedsConfirmation(i) => {
                     if let Work::Step(u) = &self.ws.dag.work[i] {
                         let (id, description) = (u.id.clone(), u.description.clone());
-                        self.emit(Event::ConfirmationRequired { id, description });
+                        self.report(Event::ConfirmationRequired { id, description });
                     }
                 }
                 Decision::CancelWaits => signals.cancel_waits(),
@@ -131,7 +149,7 @@ impl<'a> Run<'a> {
     ) {
         let w = &self.ws.dag.work[i];
         if self.phases.insert(w.phase().to_string()) {
-            self.emit(Event::PhaseStarted {
+            self.report(Event::PhaseStarted {
                 phase: w.phase().to_string(),
             });
         }
@@ -172,14 +190,6 @@ impl<'a> Run<'a> {
             return Ok(None);
         }
         let w = &self.ws.dag.work[index];
-        self.store.write(&Record::StepStarted {
-            run_id: self.run_id.clone(),
-            id: w.id().to_string(),
-            at: crate::state::now(),
-            attempt,
-            fingerprint: w.fingerprint().to_string(),
-            log,
-        })?;
         let (cluster, node) = match w {
             Work::Step(u) => (u.cluster.clone(), u.node.clone()),
             Work::Gate(_) => (None, None),
@@ -190,7 +200,9 @@ impl<'a> Run<'a> {
             cluster,
             node,
             attempt,
+            log,
         };
+        self.journal.write(&event)?;
         Ok(Some(After::Started(ack, event)))
     }
 
@@ -209,20 +221,8 @@ impl<'a> Run<'a> {
         if r.not_started {
             return Ok(After::Finished(r, ds));
         }
-        let w = &self.ws.dag.work[r.index];
-        let detail = self.reporter_redact(&r.detail);
-        self.store.write(&Record::StepFinished {
-            run_id: self.run_id.clone(),
-            id: w.id().to_string(),
-            at: crate::state::now(),
-            outcome: r.outcome,
-            attempts: r.attempts,
-            duration_ms: r.duration.as_millis() as u64,
-            exit_code: r.exit_code,
-            fingerprint: w.fingerprint().to_string(),
-            log: r.log.clone(),
-            detail,
-        })?;
+        self.journal
+            .write(&finished_event(&self.ws.dag.work[r.index], &r))?;
         Ok(After::Finished(r, ds))
     }
 
@@ -231,31 +231,17 @@ impl<'a> Run<'a> {
         let w = &self.ws.dag.work[r.index];
         let id = w.id().to_string();
         if r.not_started {
-            self.emit(Event::StepSkipped {
+            self.report(Event::StepSkipped {
                 id,
                 reason: r.detail.clone(),
             });
             return;
         }
-        let outcome = match r.outcome {
-            Outcome::Done => "done",
-            Outcome::Satisfied => "satisfied",
-            Outcome::Failed => "failed",
-            Outcome::Interrupted => "interrupted",
-        };
         let gate = matches!(w, Work::Gate(_)).then(|| w.phase().to_string());
-        self.emit(Event::StepFinished {
-            id: id.clone(),
-            outcome: outcome.into(),
-            attempts: r.attempts,
-            duration_ms: r.duration.as_millis() as u64,
-            exit_code: r.exit_code,
-            log: r.log.clone(),
-            detail: r.detail.clone(),
-        });
+        self.report(finished_event(w, &r));
         if let Some(phase) = gate {
             let passed = r.outcome.is_done();
-            self.emit(Event::GateFinished { phase, passed });
+            self.report(Event::GateFinished { phase, passed });
         }
         if r.outcome == Outcome::Failed {
             self.tails.insert(id, (r.tail, r.log));
@@ -285,20 +271,21 @@ impl<'a> Run<'a> {
                 Msg::Done(r) => after.push(self.on_done(disp, r)?),
                 Msg::Spawned { index, pgid } => {
                     let id = self.ws.dag.work[index].id().to_string();
-                    let run_id = self.run_id.clone();
-                    self.store
-                        .write(&Record::StepSpawned { run_id, id, pgid })?;
+                    let e = Event::StepSpawned { id, pgid };
+                    self.journal.write(&e)?;
+                    after.push(After::Report(e));
                 }
             }
         }
-        self.store.sync()?;
+        self.journal.flush()?;
         for a in after {
             match a {
                 After::Started(ack, event) => {
                     // Permitted when it asked (a failure later in the batch stops the next one).
                     let _ = ack.send(true);
-                    self.emit(event);
+                    self.report(event);
                 }
+                After::Report(e) => self.report(e),
                 After::Finished(r, ds) => {
                     self.report_finished(r);
                     self.apply(ds, shared, signals, tx, ev);
@@ -306,11 +293,6 @@ impl<'a> Run<'a> {
             }
         }
         Ok(())
-    }
-
-    fn reporter_redact(&self, s: &str) -> String {
-        // Details were redacted by the unit already; strip terminal codes for the record.
-        crate::report::strip_ansi(s)
     }
 
     /// Drive the dispatcher until the run is over.
@@ -340,17 +322,31 @@ impl<'a> Run<'a> {
                     }
                     // Events a unit sent before its messages come first.
                     while let Ok(e) = ev_rx.try_recv() {
-                        self.emit(e);
+                        self.report(e);
                     }
                     self.on_batch(disp, batch, &shared, signals, &tx, &ev_tx)?;
                 }
-                Some(e) = ev_rx.recv() => self.emit(e),
+                Some(e) = ev_rx.recv() => self.report(e),
                 _ = super::action::interrupted(&mut cancel), if cancel.level() == 0 => disp.interrupt(),
             }
         }
         while let Ok(e) = ev_rx.try_recv() {
-            self.emit(e);
+            self.report(e);
         }
         Ok(())
+    }
+}
+
+/// The `step-finished` event of a unit that ran (its check, its action, or both).
+fn finished_event(w: &Work, r: &UnitResult) -> Event {
+    Event::StepFinished {
+        id: w.id().to_string(),
+        outcome: r.outcome.as_str().into(),
+        attempts: r.attempts,
+        duration_ms: r.duration.as_millis() as u64,
+        exit_code: r.exit_code,
+        log: r.log.clone(),
+        detail: r.detail.clone(),
+        journaled: true,
     }
 }

@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::watch;
 
 use crate::secrets::Redactor;
+
+mod log;
 
 /// How long a process group gets between TERM and KILL.
 pub const GRACE: Duration = Duration::from_secs(3);
@@ -36,7 +38,8 @@ pub struct Spec {
     /// Give the child our stdin (otherwise it is closed).
     pub stdin: bool,
     pub timeout: Duration,
-    /// Append output here (created if missing).
+    /// Append output here: the file is created on the first line of output, or when the command
+    /// fails (a quiet success leaves none).
     pub log: Option<PathBuf>,
     /// A label written in the log before the output.
     pub label: String,
@@ -149,41 +152,23 @@ pub async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
-    let mut log = match &spec.log {
-        Some(p) => {
-            if let Some(d) = p.parent() {
-                let _ = std::fs::create_dir_all(d);
-            }
-            tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .await
-                .ok()
-        }
-        None => None,
+    let shown = match &spec.program {
+        Program::Argv(a) => a
+            .iter()
+            .map(|s| crate::spec::describe::shell_quote(s))
+            .collect::<Vec<_>>()
+            .join(" "),
+        Program::Shell(s) => format!("sh -c {}", crate::spec::describe::shell_quote(s)),
     };
-    if let Some(f) = &mut log {
-        let shown = match &spec.program {
-            Program::Argv(a) => a
-                .iter()
-                .map(|s| crate::spec::describe::shell_quote(s))
-                .collect::<Vec<_>>()
-                .join(" "),
-            Program::Shell(s) => format!("sh -c {}", crate::spec::describe::shell_quote(s)),
-        };
-        let _ = f
-            .write_all(
-                format!(
-                    "{} ---- {}: {}\n",
-                    crate::state::now(),
-                    spec.label,
-                    redactor.redact(&shown)
-                )
-                .as_bytes(),
-            )
-            .await;
-    }
+    let mut log = log::Log::new(
+        spec.log.clone(),
+        format!(
+            "{} ---- {}: {}\n",
+            crate::state::now(),
+            spec.label,
+            redactor.redact(&shown)
+        ),
+    );
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -198,11 +183,8 @@ pub async fn run(
             } else {
                 format!("{prog}: {e}")
             };
-            if let Some(f) = &mut log {
-                let _ = f
-                    .write_all(format!("{} ---- {msg}\n", crate::state::now()).as_bytes())
-                    .await;
-            }
+            log.end(&format!("{} ---- {msg}\n", crate::state::now()), true)
+                .await;
             on_line(&msg);
             return Finished {
                 ending: Ending::SpawnFailed(msg.clone()),
@@ -248,9 +230,7 @@ pub async fn run(
             msg = rx.recv(), if streams_open => match msg {
                 Some((is_out, line)) => {
                     let line = redactor.redact(&line);
-                    if let Some(f) = &mut log {
-                        let _ = f.write_all(format!("{} {} {}\n", crate::state::now(), if is_out { "out" } else { "err" }, line).as_bytes()).await;
-                    }
+                    log.line(&format!("{} {} {}\n", crate::state::now(), if is_out { "out" } else { "err" }, line)).await;
                     on_line(&line);
                     if is_out {
                         stdout.push(line.clone());
@@ -282,19 +262,13 @@ pub async fn run(
     let drain = async {
         while let Some((is_out, line)) = rx.recv().await {
             let line = redactor.redact(&line);
-            if let Some(f) = &mut log {
-                let _ = f
-                    .write_all(
-                        format!(
-                            "{} {} {}\n",
-                            crate::state::now(),
-                            if is_out { "out" } else { "err" },
-                            line
-                        )
-                        .as_bytes(),
-                    )
-                    .await;
-            }
+            log.line(&format!(
+                "{} {} {}\n",
+                crate::state::now(),
+                if is_out { "out" } else { "err" },
+                line
+            ))
+            .await;
             on_line(&line);
             if is_out {
                 stdout.push(line.clone());
@@ -316,26 +290,19 @@ pub async fn run(
             None => Ending::Signalled(0),
         }
     });
-    if let Some(f) = &mut log {
-        let _ = f
-            .write_all(
-                format!(
-                    "{} ---- {} after {:.1}s\n",
-                    crate::state::now(),
-                    match &ending {
-                        Ending::Exited(c) => format!("exit code {c}"),
-                        Ending::Signalled(s) => format!("signal {s}"),
-                        Ending::TimedOut => "timed out; process group killed".into(),
-                        Ending::Cancelled => "interrupted; process group killed".into(),
-                        Ending::SpawnFailed(e) => e.clone(),
-                    },
-                    started.elapsed().as_secs_f64()
-                )
-                .as_bytes(),
-            )
-            .await;
-        let _ = f.flush().await;
-    }
+    let closing = format!(
+        "{} ---- {} after {:.1}s\n",
+        crate::state::now(),
+        match &ending {
+            Ending::Exited(c) => format!("exit code {c}"),
+            Ending::Signalled(s) => format!("signal {s}"),
+            Ending::TimedOut => "timed out; process group killed".into(),
+            Ending::Cancelled => "interrupted; process group killed".into(),
+            Ending::SpawnFailed(e) => e.clone(),
+        },
+        started.elapsed().as_secs_f64()
+    );
+    log.end(&closing, ending != Ending::Exited(0)).await;
     Finished {
         ending,
         duration: started.elapsed(),

@@ -186,6 +186,7 @@ mod tests {
             exit_code: Some(1),
             log: "l".into(),
             detail: "exit 1: boom".into(),
+            journaled: true,
         });
         j.event(&Event::GateItem {
             phase: "foundation".into(),

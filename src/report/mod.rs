@@ -41,6 +41,14 @@ pub enum Event {
         cluster: Option<String>,
         node: Option<String>,
         attempt: u32,
+        /// Where the attempt's output goes.
+        log: String,
+    },
+    /// A command of a running step started in its own process group (journaled, so that a run
+    /// resumed after `kill -9` can stop what the dead run left behind).
+    StepSpawned {
+        id: String,
+        pgid: u32,
     },
     /// The step did not run: its check passed, or it was recorded done and unchanged.
     StepSkipped {
@@ -66,6 +74,10 @@ pub enum Event {
         exit_code: Option<i32>,
         log: String,
         detail: String,
+        /// Whether the journal records it: not for a step the run refused to start (a changed
+        /// irreversible step keeps the record of what it did). Not part of the JSON event.
+        #[serde(skip)]
+        journaled: bool,
     },
     /// A long step is still at work (every 30 s by default): what it is waiting for, and for how long.
     Heartbeat {
@@ -180,6 +192,7 @@ impl Reporter for Plain {
         let line = match e {
             Event::RunStarted { .. } => summary::header(e),
             Event::PhaseStarted { phase } => Some(format!("phase {phase}")),
+            Event::StepSpawned { .. } => None,
             Event::Heartbeat {
                 id,
                 elapsed_ms,

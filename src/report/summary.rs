@@ -160,6 +160,7 @@ mod tests {
             exit_code: None,
             log: String::new(),
             detail: String::new(),
+            journaled: true,
         }
     }
 

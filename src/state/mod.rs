@@ -81,6 +81,26 @@ impl Outcome {
     pub fn is_done(self) -> bool {
         matches!(self, Outcome::Done | Outcome::Satisfied)
     }
+    /// The word events, records and views use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Done => "done",
+            Outcome::Satisfied => "satisfied",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+    /// The outcome [`Outcome::as_str`] names.
+    pub fn parse(s: &str) -> Option<Outcome> {
+        [
+            Outcome::Done,
+            Outcome::Satisfied,
+            Outcome::Failed,
+            Outcome::Interrupted,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+    }
 }
 
 /// One journal record. Every transition is recorded before the run moves on.
@@ -136,6 +156,9 @@ pub enum Record {
         ids: Vec<String>,
         all: bool,
     },
+    /// Everything the records before it added up to (written by compaction, as the journal's
+    /// first line: it replaces them).
+    Snapshot { at: String, state: Box<State> },
 }
 
 /// What one step's records add up to.
@@ -154,6 +177,9 @@ pub struct StepState {
     /// The process group of its last command, while it runs (none once it finished).
     #[serde(default)]
     pub pgid: Option<u32>,
+    /// When each attempt of its last run started (`logs --attempt N` splits the log by these).
+    #[serde(default)]
+    pub starts: Vec<String>,
 }
 
 /// The last run.
@@ -205,6 +231,11 @@ impl State {
             } => {
                 // Until it finishes, a started step counts as interrupted: if the process dies now,
                 // that is what it was.
+                let mut starts = match self.steps.get(id) {
+                    Some(s) if &s.run_id == run_id => s.starts.clone(),
+                    _ => Vec::new(),
+                };
+                starts.push(at.clone());
                 self.steps.insert(
                     id.clone(),
                     StepState {
@@ -219,6 +250,7 @@ impl State {
                         at: at.clone(),
                         detail: "was running when the run stopped".into(),
                         pgid: None,
+                        starts,
                     },
                 );
             }
@@ -234,6 +266,10 @@ impl State {
                 log,
                 detail,
             } => {
+                let starts = match self.steps.get(id) {
+                    Some(s) if &s.run_id == run_id => s.starts.clone(),
+                    _ => Vec::new(),
+                };
                 self.steps.insert(
                     id.clone(),
                     StepState {
@@ -248,6 +284,7 @@ impl State {
                         at: at.clone(),
                         detail: detail.clone(),
                         pgid: None,
+                        starts,
                     },
                 );
             }
@@ -271,6 +308,7 @@ impl State {
                     r.finished = Some(at.clone());
                 }
             }
+            Record::Snapshot { state, .. } => *self = (**state).clone(),
             Record::Reset { ids, all, .. } => {
                 if *all {
                     self.steps.clear();
@@ -298,6 +336,9 @@ pub trait Store: Send {
     fn sync(&mut self) -> crate::error::Result<()>;
     /// Everything recorded so far.
     fn load(&self) -> crate::error::Result<State>;
+    /// Replace the records with one snapshot of what they add up to, atomically (a crash leaves
+    /// either the old journal or the new one). Returns the sizes before and after.
+    fn compact(&mut self) -> crate::error::Result<(u64, u64)>;
 }
 
 /// Now, as RFC 3339 (UTC).
