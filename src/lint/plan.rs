@@ -254,13 +254,13 @@ pub fn plan_findings(plan: &Plan, file: &Path) -> Vec<UserError> {
                 } else {
                     String::new()
                 };
-                out.push(at(
-                    UserError::new(format!("file {:?} does not exist{how}", path.value))
+                let e = UserError::new(format!("file {:?} does not exist{how}", path.value))
                     .field(format!("paths.{kind}.{name}"))
-                    .help("create the file or correct the path (a relative path in a plan is read from the plan file's directory, as cargo reads Cargo.toml)"),
-                    file,
-                    path,
-                ));
+                    .help(
+                        "create the file or correct the path (a relative path in a plan is read \
+                         from the plan file's directory, as cargo reads Cargo.toml)",
+                    );
+                out.push(at(e, file, path));
             }
         }
     }
