@@ -102,10 +102,11 @@ impl Journal {
     }
 
     /// Write the event's record, if it has one (durable at the next [`Journal::flush`]).
-    pub fn write(&mut self, e: &Event) -> Result<()> {
+    /// Returns whether it had one.
+    pub fn write(&mut self, e: &Event) -> Result<bool> {
         match self.record_of(e) {
-            Some(r) => self.store.write(&r),
-            None => Ok(()),
+            Some(r) => self.store.write(&r).map(|()| true),
+            None => Ok(false),
         }
     }
 

@@ -55,7 +55,15 @@ pub(crate) struct Run<'a> {
     /// Failed unit id -> (output tail, log path).
     pub tails: BTreeMap<String, (String, String)>,
     phases: BTreeSet<String>,
+    /// Since when records have been written but not made durable (group commit).
+    dirty_since: Option<Instant>,
+    /// Events held back until the records before them are durable (record, then report).
+    held: Vec<Event>,
 }
+
+/// How long a record that nobody waits for (a finished unit, a spawned process group) may wait
+/// for the next fsync: the next attempt that asks to start usually comes sooner and shares it.
+const GROUP_COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
 
 impl<'a> Run<'a> {
     pub fn new(
@@ -74,20 +82,50 @@ impl<'a> Run<'a> {
             report: outputs.report,
             tails: BTreeMap::new(),
             phases: BTreeSet::new(),
+            dirty_since: None,
+            held: Vec::new(),
         }
     }
 
     /// An event outside a batch: recorded (and made durable) first if it changes what is known,
     /// then reported.
     pub fn emit(&mut self, e: Event) -> Result<()> {
-        self.journal.write(&e)?;
-        self.journal.flush()?;
+        self.write(&e)?;
+        self.sync()?;
         self.report(e);
         Ok(())
     }
 
-    /// Hand a recorded (or unrecordable) event to the reporters.
+    /// Write the event's record, if it has one (durable at the next [`Run::sync`]).
+    fn write(&mut self, e: &Event) -> Result<()> {
+        if self.journal.write(e)? {
+            self.dirty_since.get_or_insert_with(Instant::now);
+        }
+        Ok(())
+    }
+
+    /// Make every written record durable (one fsync), then report the events held for it.
+    pub fn sync(&mut self) -> Result<()> {
+        if self.dirty_since.take().is_some() {
+            self.journal.flush()?;
+        }
+        for e in std::mem::take(&mut self.held) {
+            self.deliver(e);
+        }
+        Ok(())
+    }
+
+    /// Hand an event to the reporters, once every record written before it is durable (held
+    /// until the next sync otherwise, so reports keep their order).
     fn report(&mut self, e: Event) {
+        if self.dirty_since.is_some() {
+            self.held.push(e);
+        } else {
+            self.deliver(e);
+        }
+    }
+
+    fn deliver(&mut self, e: Event) {
         self.reporter.event(&e);
         self.report.event(&e);
     }
@@ -202,7 +240,7 @@ impl<'a> Run<'a> {
             attempt,
             log,
         };
-        self.journal.write(&event)?;
+        self.write(&event)?;
         Ok(Some(After::Started(ack, event)))
     }
 
@@ -221,12 +259,11 @@ impl<'a> Run<'a> {
         if r.not_started {
             return Ok(After::Finished(r, ds));
         }
-        self.journal
-            .write(&finished_event(&self.ws.dag.work[r.index], &r))?;
+        self.write(&finished_event(&self.ws.dag.work[r.index], &r))?;
         Ok(After::Finished(r, ds))
     }
 
-    /// Report a finished unit (its record is durable).
+    /// Report a finished unit (delivered once its record is durable).
     fn report_finished(&mut self, r: UnitResult) {
         let w = &self.ws.dag.work[r.index];
         let id = w.id().to_string();
@@ -248,8 +285,10 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Every message that is waiting, as one batch: records written, one fsync (group commit),
-    /// then the answers, the events and the dispatcher's next decisions.
+    /// Every message that is waiting, as one batch: records written; one fsync if an attempt
+    /// waits to start (write-ahead), else the records wait for the next one (group commit, at
+    /// most [`GROUP_COMMIT_WINDOW`]); then the answers and the dispatcher's next decisions. Events
+    /// reach the reporters only once the records before them are durable.
     fn on_batch(
         &mut self,
         disp: &mut Dispatcher,
@@ -272,16 +311,19 @@ impl<'a> Run<'a> {
                 Msg::Spawned { index, pgid } => {
                     let id = self.ws.dag.work[index].id().to_string();
                     let e = Event::StepSpawned { id, pgid };
-                    self.journal.write(&e)?;
+                    self.write(&e)?;
                     after.push(After::Report(e));
                 }
             }
         }
-        self.journal.flush()?;
+        if after.iter().any(|a| matches!(a, After::Started(..))) {
+            self.sync()?;
+        }
         for a in after {
             match a {
                 After::Started(ack, event) => {
-                    // Permitted when it asked (a failure later in the batch stops the next one).
+                    // Permitted when it asked (a failure later in the batch stops the next one);
+                    // its record is durable (synced above).
                     let _ = ack.send(true);
                     self.report(event);
                 }
@@ -328,12 +370,19 @@ impl<'a> Run<'a> {
                 }
                 Some(e) = ev_rx.recv() => self.report(e),
                 _ = super::action::interrupted(&mut cancel), if cancel.level() == 0 => disp.interrupt(),
+                _ = tokio::time::sleep_until(self.commit_deadline()), if self.dirty_since.is_some() => self.sync()?,
             }
         }
         while let Ok(e) = ev_rx.try_recv() {
             self.report(e);
         }
-        Ok(())
+        self.sync()
+    }
+
+    /// When the records written so far must be durable at the latest.
+    fn commit_deadline(&self) -> tokio::time::Instant {
+        let since = self.dirty_since.unwrap_or_else(Instant::now);
+        tokio::time::Instant::from_std(since + GROUP_COMMIT_WINDOW)
     }
 }
 
