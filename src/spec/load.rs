@@ -230,7 +230,8 @@ fn read(file: &Path, what: &str) -> Result<String, UserError> {
 /// Load and validate a plan file.
 pub fn load_plan(file: &Path) -> Result<(Plan, String), UserError> {
     let text = read(file, "plan")?;
-    let plan: Plan = parse_yaml(file, &text)?;
+    let mut plan: Plan = parse_yaml(file, &text)?;
+    plan.dir = super::plan::absolute(file.parent().unwrap_or(Path::new(".")));
     Ok((plan, text))
 }
 
