@@ -31,6 +31,7 @@ pub mod dryrun;
 pub mod engine;
 pub mod error;
 pub mod exec;
+pub mod index;
 pub mod inspect;
 #[cfg(feature = "lab")]
 pub mod lab;

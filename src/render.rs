@@ -4,7 +4,7 @@
 //! error that names the template's file and line. It never runs or resolves secrets: a secret renders
 //! as its `op://` reference, and the executor resolves it at run time.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Value, json};
@@ -172,16 +172,76 @@ impl Renderer {
     }
 }
 
-/// A plan path with `{{ state_dir }}` (and `{{ name }}`) rendered.
+/// A path the plan names: `{{ state_dir }}` (and `{{ name }}`) rendered, then resolved: as
+/// written when absolute, relative to the plan file's directory otherwise.
 pub fn plan_path(plan: &Plan, state_dir: &Path, raw: &str) -> String {
+    plan.resolve(&rendered_path(plan, state_dir, raw))
+        .display()
+        .to_string()
+}
+
+/// A plan path with its templates rendered, not yet resolved (relative when written relative).
+fn rendered_path(plan: &Plan, state_dir: &Path, raw: &str) -> String {
     if !raw.contains("{{") {
         return raw.to_string();
     }
+    let state_dir = crate::spec::plan::absolute(state_dir);
     let ctx = json!({ "state_dir": state_dir.display().to_string(), "name": plan.name.value });
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.render_str(raw, minijinja::Value::from(minijinja::value::Serde(&ctx)))
         .unwrap_or_else(|_| raw.to_string())
+}
+
+/// The local Git checkout steps read files from: the plan's `git.checkout`, else the reference
+/// tree `lab/gitops` of the project the plan is in (the nearest directory at or above the plan
+/// file's that has one; the plan's own directory when none has).
+pub fn checkout(plan: &Plan, state_dir: &Path) -> PathBuf {
+    match &plan.git.checkout {
+        Some(raw) => PathBuf::from(plan_path(plan, state_dir, raw)),
+        None => reference_tree(plan),
+    }
+}
+
+/// The reference GitOps tree `lab/gitops` of the project the plan is in: the nearest at or above
+/// the plan file's directory (the plan's own directory when there is none).
+pub fn reference_tree(plan: &Plan) -> PathBuf {
+    let tree = Path::new("lab").join("gitops");
+    plan.dir
+        .ancestors()
+        .map(|d| d.join(&tree))
+        .find(|d| d.is_dir())
+        .unwrap_or_else(|| plan.resolve("lab/gitops"))
+}
+
+/// What a fingerprint keeps of the paths in a rendered definition: the state directory is
+/// `{{state_dir}}`, and each path the plan names relatively (and the default checkout) is the way
+/// from `{{plan_dir}}`. Longest first, so a path inside another is replaced whole.
+pub fn path_placeholders(plan: &Plan, state_dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let p = &plan.paths;
+    let raws = [&p.kubeconfig, &p.talosconfig, &p.talos_configs]
+        .into_iter()
+        .chain(p.patches.values())
+        .chain(p.files.values())
+        .map(|s| s.value.as_str())
+        .chain(plan.git.checkout.as_deref());
+    for raw in raws {
+        if Path::new(&rendered_path(plan, state_dir, raw)).is_relative() {
+            let resolved = PathBuf::from(plan_path(plan, state_dir, raw));
+            out.push((resolved.display().to_string(), plan.placeholder(&resolved)));
+        }
+    }
+    if plan.git.checkout.is_none() {
+        let resolved = checkout(plan, state_dir);
+        out.push((resolved.display().to_string(), plan.placeholder(&resolved)));
+    }
+    let sd = crate::spec::plan::absolute(state_dir).display().to_string();
+    out.push((sd, "{{state_dir}}".to_string()));
+    out.retain(|(from, _)| !from.is_empty() && from != "/");
+    out.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+    out.dedup_by(|a, b| a.0 == b.0);
+    out
 }
 
 /// The plan as template data.
@@ -192,18 +252,19 @@ pub fn plan_value(plan: &Plan, state_dir: &Path) -> Value {
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.value.clone())))
         .collect();
-    let patches: serde_json::Map<String, Value> = plan
-        .paths
-        .patches
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.value.clone())))
-        .collect();
-    let files: serde_json::Map<String, Value> = plan
-        .paths
-        .files
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.value.clone())))
-        .collect();
+    // Paths as the plan names them, resolved: relative ones from the plan file's directory.
+    let resolved = |map: &std::collections::BTreeMap<String, serde_saphyr::Spanned<String>>| {
+        map.iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    Value::String(plan_path(plan, state_dir, &v.value)),
+                )
+            })
+            .collect::<serde_json::Map<String, Value>>()
+    };
+    let patches = resolved(&plan.paths.patches);
+    let files = resolved(&plan.paths.files);
     json!({
         "name": plan.name.value,
         "lab": plan.lab,
@@ -232,7 +293,7 @@ pub fn plan_value(plan: &Plan, state_dir: &Path) -> Value {
             "paths": plan.git.paths,
             "personal": plan.git.personal,
             // Without a checkout, the reference tree shipped in this repository.
-            "checkout": plan_path(plan, state_dir, plan.git.checkout.as_deref().unwrap_or("lab/gitops")),
+            "checkout": checkout(plan, state_dir).display().to_string(),
             "phases": git_phases(plan),
             "cilium_values": cilium_values(plan),
         },

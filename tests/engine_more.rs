@@ -531,3 +531,37 @@ steps:
     assert!(text(&out.stdout).contains("attempt-1"), "{}", all(&out));
     assert!(!text(&out.stdout).contains("attempt-2"), "{}", all(&out));
 }
+
+/// `status` answers from the unit index a run leaves in the state directory while the plan and
+/// phase files are the ones it was made from: the same answer as loading the workspace, and a
+/// changed phase file is seen at once (the index is keyed by the files' contents).
+#[test]
+fn status_from_the_index_matches_a_full_load_and_sees_a_changed_phase() {
+    let phase = r#"
+id: p
+title: P
+steps:
+  - id: a
+    run: { cmd: ["true"] }
+  - id: b
+    needs: [a]
+    run: { cmd: ["echo", "one"] }
+"#;
+    let ws = Ws::new(ws::ONE_CLUSTER, phase);
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let index = ws.root.join("state/index.json");
+    assert!(index.exists(), "the run left no unit index");
+    let from_index = ws.status();
+    let text_from_index = text(&ws.run(&["status"]).stdout);
+    std::fs::remove_file(&index).unwrap();
+    let full = ws.status();
+    assert_eq!(from_index["steps"], full["steps"]);
+    assert!(index.exists(), "a full status did not write the index back");
+    assert_eq!(text(&ws.run(&["status"]).stdout), text_from_index);
+    // A changed definition: the index no longer matches, and `b` shows as changed.
+    let changed = phase.replace(r#"["echo", "one"]"#, r#"["echo", "two"]"#);
+    std::fs::write(ws.root.join("phases/01-test.yaml"), changed).unwrap();
+    assert_eq!(step(&ws.status(), "b")["status"], "changed");
+    assert_eq!(step(&ws.status(), "a")["status"], "done");
+}

@@ -399,6 +399,49 @@ steps:
 }
 
 #[test]
+fn plan_reports_a_typo_in_an_expanded_step_once_with_a_count() {
+    let ws = Ws::new(
+        ws::TWO_CLUSTERS,
+        r#"
+id: p
+title: P
+steps:
+  - id: a
+    for_each: cluster
+    run: { cmd: [echo, "{{ cluster.nmae }}"] }
+gate:
+  - id: g
+    text: "{{ cluster.nmae }} is fine"
+    for_each: cluster
+    check: { cmd: ["true"] }
+"#,
+    );
+    for cmd in [&["plan"][..], &["run"], &["lint"]] {
+        let out = ws.run(cmd);
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}: {}", all(&out));
+        let err = text(&out.stderr);
+        // One report for the step's typo and one for the gate item's, each with its expansions.
+        assert_eq!(
+            err.matches("undefined name in template").count(),
+            2,
+            "{cmd:?}: {err}"
+        );
+        assert_eq!(
+            err.matches("(in 2 of 2 expansions: a/infra, a/apps)")
+                .count(),
+            1,
+            "{cmd:?}: {err}"
+        );
+        assert_eq!(
+            err.matches("(in 2 of 2 expansions: g/infra, g/apps)")
+                .count(),
+            1,
+            "{cmd:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn unknown_fields_and_step_typos_get_a_did_you_mean() {
     let ws = Ws::new(
         ws::ONE_CLUSTER,
@@ -814,6 +857,127 @@ fn works_from_a_subdirectory_and_with_chdir() {
     assert!(text(&out.stdout).contains("2 done"), "{}", all(&out));
     let out = run(Path::new("/"), &["-C", "/nonexistent-dir", "status"]);
     assert_eq!(out.status.code(), Some(2), "{}", all(&out));
+}
+
+/// A plan in `plans/` whose patch path is relative to the plan file (`../talos/common.yaml`).
+fn plan_relative_ws(patch: &str) -> Ws {
+    let plan = ws::ONE_CLUSTER.replace(
+        "  talos_configs: \"{{ state_dir }}/talos\"\n",
+        &format!(
+            "  talos_configs: \"{{{{ state_dir }}}}/talos\"\n  patches: {{ common: {patch} }}\n"
+        ),
+    );
+    assert!(plan.contains("patches:"), "{plan}");
+    let ws = Ws::new(
+        &plan,
+        r#"
+id: p
+title: P
+steps:
+  - id: patched
+    for_each: cluster
+    check: { cmd: [test, -f, "{W}/marks/patched"] }
+    run: { cmd: [cp, "{{ paths.patches.common }}", "{W}/marks/patched"] }
+"#,
+    );
+    std::fs::create_dir_all(ws.root.join("plans")).unwrap();
+    std::fs::rename(ws.root.join("plan.yaml"), ws.root.join("plans/lab.yaml")).unwrap();
+    std::fs::create_dir_all(ws.root.join("talos")).unwrap();
+    std::fs::write(ws.root.join("talos/common.yaml"), "machine: {}\n").unwrap();
+    std::fs::create_dir_all(ws.root.join("deep/er")).unwrap();
+    ws
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(common::bin())
+        .args(args)
+        .env("CI", "true")
+        .env("NO_COLOR", "1")
+        .env_remove("BOOTSTRAP_PLAN")
+        .env_remove("BOOTSTRAP_STATE_DIR")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn paths_in_a_plan_are_read_from_the_plan_files_directory() {
+    let ws = plan_relative_ws("../talos/common.yaml");
+    let root = ws.root.to_str().unwrap();
+    let sub = ws.root.join("deep/er");
+    // From a subdirectory (the project root found upward): the patch is found and passed whole.
+    let out = run_in(&sub, &["lint"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let out = run_in(&sub, &["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert_eq!(ws.read("marks/patched"), "machine: {}\n");
+    // The rendered command names the resolved file.
+    let out = run_in(Path::new("/"), &["-C", root, "show", "patched/infra"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let want = ws.root.join("talos/common.yaml");
+    assert!(
+        text(&out.stdout).contains(&want.display().to_string()),
+        "{}",
+        all(&out)
+    );
+    // Started elsewhere (-C, the root, a subdirectory), nothing changed: one fingerprint.
+    for (dir, args) in [
+        (
+            Path::new("/"),
+            &["-C", root, "plan", "--detailed-exitcode"][..],
+        ),
+        (ws.root.as_path(), &["plan", "--detailed-exitcode"]),
+        (sub.as_path(), &["plan", "--detailed-exitcode"]),
+    ] {
+        let out = run_in(dir, args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{dir:?} {args:?}: {}",
+            all(&out)
+        );
+    }
+    // Moved elsewhere, the project still has nothing to do: fingerprints keep no absolute path.
+    let moved = tempfile::tempdir().unwrap();
+    let to = moved.path().join("project");
+    std::fs::rename(&ws.root, &to).unwrap();
+    let out = run_in(&to.join("deep/er"), &["plan", "--detailed-exitcode"]);
+    std::fs::rename(&to, &ws.root).unwrap();
+    assert_eq!(out.status.code(), Some(0), "moved: {}", all(&out));
+}
+
+#[test]
+fn a_missing_plan_relative_file_names_the_plan_line_field_and_resolved_path() {
+    let ws = plan_relative_ws("../talos/missing.yaml");
+    let root = ws.root.to_str().unwrap();
+    for (dir, args) in [
+        (ws.root.join("deep/er"), &["lint"][..]),
+        (Path::new("/").to_path_buf(), &["-C", root, "lint"]),
+    ] {
+        let out = run_in(&dir, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", all(&out));
+        let err = text(&out.stderr);
+        let line = std::fs::read_to_string(ws.root.join("plans/lab.yaml"))
+            .unwrap()
+            .lines()
+            .position(|l| l.contains("patches:"))
+            .unwrap()
+            + 1;
+        assert!(
+            err.contains(&format!("plans/lab.yaml:{line}:"))
+                && err.contains(
+                    ": paths.patches.common: file \"../talos/missing.yaml\" does not exist"
+                ),
+            "{args:?}: {err}"
+        );
+        let resolved = ws.root.join("talos/missing.yaml");
+        assert!(
+            err.contains(&resolved.display().to_string()),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.matches("error[").count(), 1, "{args:?}: {err}");
+    }
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! Built-in Kubernetes checks: nodes, rollout, condition, exists/absent, crd.
+//! Built-in Kubernetes checks: nodes, rollout, condition, exists/absent, crd, field, Flux objects,
+//! and network flows (a probe pod, `flow.rs`).
 //!
 //! Owns evaluating a kube-native [`ActionSpec`] against a cluster with the `kube` client: typed
 //! APIs for nodes and workloads, dynamic objects for everything else (Flux, CNPG, …). In wait mode a
@@ -6,6 +7,7 @@
 //! kubectl and never decides what to do with the outcome: the engine does.
 
 pub mod field;
+pub mod flow;
 pub mod flux;
 mod rules;
 
@@ -63,6 +65,7 @@ pub fn timeout_text(a: &ActionSpec) -> Option<&str> {
         ActionSpec::Condition(c) => c.timeout.as_deref(),
         ActionSpec::Exists(c) | ActionSpec::Absent(c) => c.timeout.as_deref(),
         ActionSpec::Crd(c) => c.timeout.as_deref(),
+        ActionSpec::Flow(c) => c.timeout.as_deref(),
         _ => None,
     }
 }
@@ -132,6 +135,7 @@ impl Clusters {
             ActionSpec::Crd(c) => c.cluster.as_deref(),
             ActionSpec::Field(c) => c.cluster.as_deref(),
             ActionSpec::Kustomizations(c) | ActionSpec::Helmreleases(c) => c.cluster.as_deref(),
+            ActionSpec::Flow(c) => c.from.cluster.as_deref(),
             _ => None,
         }
     }
@@ -149,6 +153,9 @@ impl Clusters {
         mode: Mode,
         progress: Option<&std::sync::Mutex<String>>,
     ) -> Result<Outcome> {
+        if let ActionSpec::Flow(f) = check {
+            return flow::evaluate(self, f, mode, progress).await;
+        }
         let cluster = Self::cluster_of(check)
             .ok_or_else(|| {
                 color_eyre::eyre::eyre!("not a Kubernetes check, or it names no cluster")

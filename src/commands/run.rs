@@ -67,6 +67,7 @@ fn start(
     }
     // What this run runs, kept by fingerprint, for `plan` to diff against later.
     crate::state::definitions::save(&ws.state_dir, sel.order.iter().map(|&i| &ws.dag.work[i]))?;
+    crate::index::write(ws, &g.plan, &g.phases);
     let mut reporters = vec![live_reporter(g)];
     reporters.extend(junit_reporter(ws, junit));
     let asked = crate::cli::Selection {
@@ -334,31 +335,37 @@ pub const STATUS_SCHEMA: u32 = 1;
 
 /// `bootstrap status` (`--format json` or `--output json` for the JSON document).
 pub fn status_command(g: &Global, a: &StatusArgs) -> Result<Exit> {
-    let ws = crate::lint::load(g)?;
-    let state = FileStore::new(&ws.state_dir).load()?;
-    let holder = Lock::holder(&ws.state_dir);
-    let keep = status_filter(&ws, &a.selection)?;
-    let rows: Vec<serde_json::Value> = ws
-        .dag
-        .work
+    let (state_dir, index) = match status_units_from_index(g, &a.selection) {
+        Some(found) => found,
+        None => {
+            let ws = crate::lint::load(g)?;
+            let keep = status_filter(&ws, &a.selection)?;
+            let mut index = crate::index::Index::of(&ws);
+            index.units.retain(|u| ws.dag.get(&u.id).is_some_and(&keep));
+            if a.selection.phases.is_empty() && a.selection.steps.is_empty() {
+                crate::index::write(&ws, &g.plan, &g.phases);
+            }
+            (ws.state_dir.clone(), index)
+        }
+    };
+    let units = &index.units;
+    let state = FileStore::new(&state_dir).load()?;
+    let holder = Lock::holder(&state_dir);
+    let rows: Vec<serde_json::Value> = units
         .iter()
-        .filter(|w| keep(w))
         .map(|w| {
-            let rec = state.steps.get(w.id());
+            let rec = state.steps.get(&w.id);
             let status = match rec {
                 None => "never-run".to_string(),
-                Some(s) if s.outcome.is_done() && s.fingerprint != w.fingerprint() => {
+                Some(s) if s.outcome.is_done() && s.fingerprint != w.fingerprint => {
                     "changed".into()
                 }
-                Some(s) => serde_json::to_value(s.outcome)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
+                Some(s) => s.outcome.as_str().to_string(),
             };
             serde_json::json!({
-                "id": w.id(),
-                "phase": w.phase(),
-                "kind": if matches!(w, Work::Gate(_)) { "gate" } else { "step" },
+                "id": w.id,
+                "phase": w.phase,
+                "kind": if w.gate { "gate" } else { "step" },
                 "status": status,
                 "attempts": rec.map(|s| s.attempts),
                 "duration_ms": rec.map(|s| s.duration_ms),
@@ -373,7 +380,7 @@ pub fn status_command(g: &Global, a: &StatusArgs) -> Result<Exit> {
     if a.format == StatusFormat::Json || g.output == crate::cli::OutputMode::Json {
         let v = serde_json::json!({
             "schema": STATUS_SCHEMA,
-            "state_dir": ws.state_dir.display().to_string(),
+            "state_dir": state_dir.display().to_string(),
             "last_run": state.last_run,
             "locked_by": holder,
             "steps": rows,
@@ -397,7 +404,7 @@ pub fn status_command(g: &Global, a: &StatusArgs) -> Result<Exit> {
             );
         }
         None => {
-            let _ = writeln!(o, "no run recorded in {}", ws.state_dir.display());
+            let _ = writeln!(o, "no run recorded in {}", state_dir.display());
         }
     }
     if let Some(h) = holder {
@@ -450,14 +457,14 @@ pub fn status_command(g: &Global, a: &StatusArgs) -> Result<Exit> {
         .trim_end()
         .to_string()
     };
-    for p in &ws.dag.phases {
+    for (id, title) in &index.phases {
         let members: Vec<usize> = (0..rows.len())
-            .filter(|&i| rows[i]["phase"] == p.id.as_str())
+            .filter(|&i| rows[i]["phase"] == id.as_str())
             .collect();
         if members.is_empty() {
             continue;
         }
-        let _ = writeln!(o, "\n{} — {}", p.id, p.title);
+        let _ = writeln!(o, "\n{id} — {title}");
         let heading: Vec<String> = head.iter().map(|h| h.to_string()).collect();
         let _ = writeln!(o, "{}", line(&heading));
         for i in members {
@@ -503,6 +510,21 @@ fn relative(path: &str, cwd: &std::path::Path) -> String {
 
 /// `status --phase/--step`: which rows to show (unknown phases and steps are errors, with a
 /// suggestion).
+/// `status` without filters, when the unit index in the state directory was made from exactly
+/// these plan and phase files: the units without loading the workspace. None otherwise.
+fn status_units_from_index(
+    g: &Global,
+    sel: &crate::cli::Selection,
+) -> Option<(std::path::PathBuf, crate::index::Index)> {
+    if !sel.phases.is_empty() || !sel.steps.is_empty() {
+        return None;
+    }
+    let (plan, _) = crate::spec::load_plan(&g.plan).ok()?;
+    let state_dir = crate::workspace::state_dir_for(g, &plan.name.value);
+    let key = crate::index::key(&g.plan, &g.phases, &state_dir)?;
+    Some((state_dir.clone(), crate::index::read(&state_dir, &key)?))
+}
+
 fn status_filter<'a>(
     ws: &'a Workspace,
     sel: &crate::cli::Selection,

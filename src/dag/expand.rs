@@ -115,6 +115,34 @@ fn render_action(
         ActionSpec::Field(c) => Some(&mut c.cluster),
         ActionSpec::Kustomizations(c) | ActionSpec::Helmreleases(c) => Some(&mut c.cluster),
         ActionSpec::HelmValues(c) => Some(&mut c.cluster),
+        ActionSpec::Flow(f) => {
+            if f.to.service.is_some() == f.to.endpoint.is_some() {
+                return Err(UserError::new(
+                    "a flow check's `to` needs exactly one of `service` (a Service name) or `endpoint` (pod labels)",
+                )
+                .in_file(file)
+                .at(line, 1)
+                .field(format!("{field}.flow.to"))
+                .help("write to: { cluster: infra, namespace: databases, service: pg-rw, port: 5432 }")
+                .with_source_line());
+            }
+            if let Some(h) = &f.http
+                && (!h.path.starts_with('/')
+                    || h.method.is_empty()
+                    || !h.method.bytes().all(|b| b.is_ascii_uppercase()))
+            {
+                return Err(UserError::new(format!(
+                    "a flow check's http request needs an upper-case method and a path starting with /, not {} {:?}",
+                    h.method, h.path
+                ))
+                .in_file(file)
+                .at(line, 1)
+                .field(format!("{field}.flow.http"))
+                .help("write http: { method: GET, path: /api/v4/health }")
+                .with_source_line());
+            }
+            Some(&mut f.from.cluster)
+        }
         ActionSpec::Manual(_) if !field.starts_with("gate") => {
             return Err(UserError::new(
                 "a manual check is a checklist item for a person: only gate items may be manual",
@@ -167,6 +195,12 @@ fn render_action(
             }
         }
     }
+    // A flow's destination defaults to its source's cluster.
+    if let ActionSpec::Flow(f) = &mut out
+        && f.to.cluster.is_none()
+    {
+        f.to.cluster = f.from.cluster.clone();
+    }
     Ok(out)
 }
 
@@ -189,12 +223,53 @@ fn duration_field(
     }
 }
 
+/// The errors of one template's expansions: one mistake in the file is reported once, with the
+/// expansions it affects ("in 2 of 2 expansions: a/infra, a/apps"), not once per cluster or node.
+#[derive(Default)]
+struct ExpansionErrors(Vec<(UserError, Vec<String>)>);
+
+impl ExpansionErrors {
+    fn add(&mut self, e: UserError, id: String) {
+        let same = |x: &UserError| {
+            (&x.file, x.line, x.column, &x.field, &x.message)
+                == (&e.file, e.line, e.column, &e.field, &e.message)
+        };
+        match self.0.iter_mut().find(|(x, _)| same(x)) {
+            Some((_, ids)) => ids.push(id),
+            None => self.0.push((e, vec![id])),
+        }
+    }
+
+    fn once_each(self, expanded: usize) -> impl Iterator<Item = UserError> {
+        self.0.into_iter().map(move |(mut e, ids)| {
+            if expanded > 1 {
+                const SHOWN: usize = 4;
+                let mut names = ids
+                    .iter()
+                    .take(SHOWN)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if ids.len() > SHOWN {
+                    names.push_str(", …");
+                }
+                e.message = format!(
+                    "{} (in {} of {expanded} expansions: {names})",
+                    e.message,
+                    ids.len()
+                );
+            }
+            e
+        })
+    }
+}
+
 impl Dag {
     /// Expand and render every phase of `spec` into a checked graph.
     pub fn build(spec: &Spec, state_dir: &Path) -> Result<Dag, UserErrors> {
         let r = Renderer::new();
         let state_dir = absolute_dir(state_dir);
-        let sd = state_dir.display().to_string();
+        let sd = render::path_placeholders(&spec.plan, &state_dir);
         let plan_value = render::plan_value(&spec.plan, &state_dir);
         let mut cache = HashMap::new();
         let mut errors: Vec<UserError> = Vec::new();
@@ -328,7 +403,10 @@ impl Dag {
                     }
                 };
                 let mut indices = Vec::new();
-                for item in expansions(spec, step.for_each, &plan_value, &mut cache) {
+                let mut failed = ExpansionErrors::default();
+                let items = expansions(spec, step.for_each, &plan_value, &mut cache);
+                let expanded = items.len();
+                for item in items {
                     let id = format!("{sid}{}", item.suffix);
                     let built = (|| -> Result<Unit, UserError> {
                         let check = step
@@ -421,9 +499,10 @@ impl Dag {
                             indices.push(work.len());
                             work.push(Work::Step(u));
                         }
-                        Err(e) => errors.push(e),
+                        Err(e) => failed.add(e, id),
                     }
                 }
+                errors.extend(failed.once_each(expanded));
                 templates.insert(sid, (pi, file.clone(), sline, indices));
             }
 
@@ -443,7 +522,10 @@ impl Dag {
                         continue;
                     }
                 };
-                for item in expansions(spec, gi.for_each, &plan_value, &mut cache) {
+                let mut failed = ExpansionErrors::default();
+                let gate_items = expansions(spec, gi.for_each, &plan_value, &mut cache);
+                let expanded = gate_items.len();
+                for item in gate_items {
                     let id = format!("{}{}", gi.id.value, item.suffix);
                     if !seen.insert(id.clone()) {
                         errors.push(
@@ -484,9 +566,10 @@ impl Dag {
                             check,
                             timeout,
                         }),
-                        Err(e) => errors.push(e),
+                        Err(e) => failed.add(e, id),
                     }
                 }
+                errors.extend(failed.once_each(expanded));
             }
             let fp = fingerprint(&items, &sd);
             work.push(Work::Gate(Gate {

@@ -184,32 +184,23 @@ pub struct Selection {
 }
 
 /// sha256 of a rendered definition, over its meaning: the state directory (however it was spelt,
-/// or wherever it was moved) counts as one placeholder, so only a real change marks a step changed.
-fn fingerprint<T: Serialize>(v: &T, state_dir: &str) -> String {
-    let text = serde_json::to_string(v).unwrap_or_default();
-    let text = if state_dir.is_empty() {
-        text
-    } else {
-        text.replace(state_dir, "{{state_dir}}")
-    };
+/// or wherever it was moved) counts as one placeholder, and each path the plan names relatively as
+/// the way from the plan's directory (`render::path_placeholders`), so only a real change marks a
+/// step changed, wherever the run was started from.
+fn fingerprint<T: Serialize>(v: &T, placeholders: &[(String, String)]) -> String {
+    let mut text = serde_json::to_string(v).unwrap_or_default();
+    for (path, placeholder) in placeholders {
+        if text.contains(path.as_str()) {
+            text = text.replace(path.as_str(), placeholder);
+        }
+    }
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 /// The state directory as an absolute path without `.` or `..` parts (it need not exist yet), so
 /// commands get one spelling of it whatever the user typed.
 pub fn absolute_dir(dir: &Path) -> PathBuf {
-    let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let mut out = PathBuf::new();
-    for c in abs.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
+    crate::spec::plan::absolute(dir)
 }
 
 impl Dag {

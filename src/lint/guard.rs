@@ -25,6 +25,7 @@ fn kind(a: &ActionSpec) -> &'static str {
         ActionSpec::Helmreleases(_) => "Flux HelmReleases",
         ActionSpec::HelmValues(_) => "a release's values against its HelmRelease",
         ActionSpec::Manual(_) => "nothing (a manual item)",
+        ActionSpec::Flow(_) => "a network flow (a probe pod)",
     }
 }
 
@@ -34,7 +35,8 @@ fn strength(a: &ActionSpec) -> u8 {
         ActionSpec::Rollout(_)
         | ActionSpec::Nodes(_)
         | ActionSpec::Condition(_)
-        | ActionSpec::Field(_) => 3,
+        | ActionSpec::Field(_)
+        | ActionSpec::Flow(_) => 3,
         // `ready: false` only asks that they exist.
         ActionSpec::Kustomizations(c) | ActionSpec::Helmreleases(c) => {
             if c.ready {

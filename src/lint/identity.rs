@@ -239,6 +239,8 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
                         c.cluster.as_deref()
                     }
                     ActionSpec::HelmValues(c) => c.cluster.as_deref(),
+                    // The probe runs in the source cluster; the destination may be the other one.
+                    ActionSpec::Flow(c) => c.from.cluster.as_deref(),
                     _ => None,
                 };
                 if let Some(other) = pinned.filter(|p| *p != own.name.value.as_str()) {

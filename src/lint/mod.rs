@@ -98,7 +98,7 @@ fn collect(
         Ok(dag) => {
             let cx = Ctx::new(spec, dag, state_dir);
             findings.extend(
-                files::step_file_findings(dag, state_dir)
+                files::step_file_findings(spec, dag, state_dir)
                     .into_iter()
                     .map(|e| Finding::error("files", e)),
             );

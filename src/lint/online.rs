@@ -86,14 +86,14 @@ fn git_tree(cx: &Ctx) -> Result<(PathBuf, Option<PathBuf>), String> {
         if installed.is_dir() {
             return Ok((installed, None));
         }
-        let source = PathBuf::from("lab/gitops");
+        let source = crate::render::reference_tree(plan);
         if source.is_dir() {
             return Ok((source, None));
         }
-        return Err(
-            "the lab's Git tree is not there (run the lab once, or lint from the repository root)"
-                .into(),
-        );
+        return Err(format!(
+            "the lab's Git tree is not there ({} is not a directory; run the lab once)",
+            source.display()
+        ));
     }
     let url = format!(
         "https://github.com/{}/{}",

@@ -7,6 +7,8 @@
 //!   (real-tools §1.4, §1.5, §1.9).
 //! * `flux` commands or `*.toolkit.fluxcd.io` objects without needing the Flux bootstrap.
 //! * A `crd:` check for a CRD that nothing before it installs.
+//! * A `flow:` check before the Cilium install of a plan that installs Cilium: without the CNI the
+//!   probe pod never runs, and without Cilium no CiliumNetworkPolicy is enforced.
 
 use crate::dag::{Unit, Work};
 use crate::error::UserError;
@@ -148,6 +150,7 @@ fn check_cluster(a: &ActionSpec, default: Option<&str>) -> Option<String> {
         ActionSpec::Field(c) => c.cluster.clone(),
         ActionSpec::Kustomizations(c) | ActionSpec::Helmreleases(c) => c.cluster.clone(),
         ActionSpec::HelmValues(c) => c.cluster.clone(),
+        ActionSpec::Flow(c) => c.from.cluster.clone(),
         _ => None,
     };
     explicit.or(default.map(String::from))
@@ -376,6 +379,28 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
                     ),
                 ));
             }
+        }
+        // 5. A network flow before the CNI that enforces the policies.
+        if acts
+            && let ActionSpec::Flow(f) = p.action
+            && exists(&installs_cilium)
+            && !before(&installs_cilium)
+        {
+            out.push(Finding::error(
+                RULE,
+                finding_at(
+                    cx,
+                    &p,
+                    &["flow:", "flow"],
+                    format!(
+                        "{} probes the flow {} on {} but does not need the Cilium install: the probe pod cannot run before the CNI, and no CiliumNetworkPolicy is enforced yet",
+                        name_of(cx, &p),
+                        f.describe(),
+                        p.cluster.as_deref().unwrap_or("the cluster")
+                    ),
+                    "make it need the Cilium install (needs: [cilium-install]), or move it to a later phase's gate",
+                ),
+            ));
         }
     }
     out

@@ -2,7 +2,7 @@
 //! files the plan names.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ipnet::Ipv4Net;
 use serde_saphyr::Spanned;
@@ -234,32 +234,37 @@ pub fn plan_findings(plan: &Plan, file: &Path) -> Vec<UserError> {
         }
     }
 
-    // Files the plan references.
-    let base = file
-        .parent()
-        .map(|p| p.parent().unwrap_or(p))
-        .unwrap_or(Path::new("."));
+    // Files the plan references: a relative path is read from the plan file's directory. A
+    // templated one (`{{ state_dir }}/…`) is made by an earlier step, not checked here.
     for (kind, map) in [
         ("patches", &plan.paths.patches),
         ("files", &plan.paths.files),
     ] {
         for (name, path) in map {
-            if !resolve(base, &path.value).exists() {
-                out.push(at(
-                    UserError::new(format!("file {:?} does not exist", path.value))
-                        .field(format!("paths.{kind}.{name}"))
-                        .help("create the file or correct the path (relative paths are read from the working directory)"),
-                    file,
-                    path,
-                ));
+            if path.value.contains("{{") {
+                continue;
+            }
+            let resolved = plan.resolve(&path.value);
+            if !resolved.exists() {
+                let how = if Path::new(&path.value).is_relative() {
+                    format!(
+                        " (read from the plan file's directory: {})",
+                        resolved.display()
+                    )
+                } else {
+                    String::new()
+                };
+                let e = UserError::new(format!("file {:?} does not exist{how}", path.value))
+                    .field(format!("paths.{kind}.{name}"))
+                    .help(
+                        "create the file or correct the path (a relative path in a plan is read \
+                         from the plan file's directory, as cargo reads Cargo.toml)",
+                    );
+                out.push(at(e, file, path));
             }
         }
     }
     out
-}
-
-fn resolve(_base: &Path, p: &str) -> PathBuf {
-    PathBuf::from(p)
 }
 
 fn nth(net: &Ipv4Net, n: u32) -> std::net::Ipv4Addr {

@@ -34,7 +34,7 @@ pub struct Loc {
 impl Loc {
     pub fn error(&self, msg: String) -> UserError {
         UserError::new(msg)
-            .in_file(&self.file)
+            .in_file(crate::spec::plan::shown(&self.file))
             .at(self.line, self.col)
             .field(self.field.clone())
             .with_source_line()
@@ -342,7 +342,8 @@ pub fn facts_by_cluster<'a>(cx: &Ctx<'a>) -> Vec<(String, Facts, Option<&'a Unit
     let mut facts = Facts::default();
     let mut any = false;
     for p in cx.spec.plan.paths.patches.values() {
-        any |= read_patch_file(&mut facts, Path::new(&p.value));
+        let file = crate::render::plan_path(&cx.spec.plan, cx.state_dir, &p.value);
+        any |= read_patch_file(&mut facts, Path::new(&file));
     }
     if !any {
         return Vec::new();

@@ -163,5 +163,14 @@ pub fn describe_action(a: &ActionSpec) -> String {
             on(&h.cluster)
         ),
         ActionSpec::Manual(text) => format!("[manual] {text}"),
+        ActionSpec::Flow(f) => format!(
+            "[kube] flow {}: expect {} (probe pod{})",
+            f.describe(),
+            f.expect,
+            f.image
+                .as_ref()
+                .map(|i| format!(", image {i}"))
+                .unwrap_or_default()
+        ),
     }
 }

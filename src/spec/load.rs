@@ -105,10 +105,10 @@ fn unknown_field_help(msg: &str) -> String {
         return fallback;
     };
     let field = &c[1];
-    let expected: Vec<String> = c[2]
-        .lines()
-        .next()
-        .unwrap_or("")
+    // The list may end with the location (" at line 18 column 36"), which is not a field.
+    let list = c[2].lines().next().unwrap_or("");
+    let list = list.split(" at line ").next().unwrap_or(list);
+    let expected: Vec<String> = list
         .split(',')
         .map(|f| f.trim().trim_matches('`').trim().to_string())
         .filter(|f| !f.is_empty())
@@ -230,7 +230,8 @@ fn read(file: &Path, what: &str) -> Result<String, UserError> {
 /// Load and validate a plan file.
 pub fn load_plan(file: &Path) -> Result<(Plan, String), UserError> {
     let text = read(file, "plan")?;
-    let plan: Plan = parse_yaml(file, &text)?;
+    let mut plan: Plan = parse_yaml(file, &text)?;
+    plan.dir = super::plan::absolute(file.parent().unwrap_or(Path::new(".")));
     Ok((plan, text))
 }
 

@@ -158,6 +158,129 @@ pub enum ActionSpec {
     /// A checklist item a person verifies (gate items only): what to look at. It is listed in
     /// `plan` and in the run report as manual, never silently dropped and never claimed as checked.
     Manual(String),
+    /// Built-in Kubernetes check: a network flow is allowed or denied by the clusters' network
+    /// policies, proved by a short-lived probe Pod that carries the source workload's labels.
+    Flow(FlowCheck),
+}
+
+/// `flow:` check: from a workload (namespace and labels in a cluster) to a Service or to pods
+/// (labels) on a port, optionally an HTTP request (L7), expected `allowed` or `denied`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FlowCheck {
+    pub from: FlowFrom,
+    pub to: FlowTo,
+    /// An HTTP request (L7 rules see it); without it the probe only opens a TCP connection.
+    #[serde(default)]
+    pub http: Option<FlowHttp>,
+    pub expect: FlowExpect,
+    /// The probe's image: it needs `curl` (8.3 or later) and `nc` (default nicolaka/netshoot).
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+/// Where a flow starts: the probe Pod runs here with these labels, so policies select it as they
+/// select the workload.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FlowFrom {
+    /// Plan cluster name; defaults to the step's cluster.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    pub namespace: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Where a flow goes: a Service (by name) or pods (by labels) in `namespace`, on `port`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FlowTo {
+    /// Plan cluster name of the destination; defaults to the source's cluster.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    pub namespace: String,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<BTreeMap<String, String>>,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FlowHttp {
+    #[serde(default = "default_method")]
+    pub method: String,
+    #[serde(default = "default_path")]
+    pub path: String,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+fn default_path() -> String {
+    "/".into()
+}
+
+/// What a flow check expects.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowExpect {
+    Allowed,
+    Denied,
+}
+
+impl std::fmt::Display for FlowExpect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FlowExpect::Allowed => "allowed",
+            FlowExpect::Denied => "denied",
+        })
+    }
+}
+
+impl FlowCheck {
+    /// The flow in words: `apps/gitlab {app=webservice} -> infra/databases service pg-rw:5432 GET /api/v4/health`.
+    pub fn describe(&self) -> String {
+        let labels: Vec<String> = self
+            .from
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let to = match (&self.to.service, &self.to.endpoint) {
+            (Some(s), _) => format!("service {s}"),
+            (None, Some(l)) => format!(
+                "pods {{{}}}",
+                l.iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            (None, None) => "?".into(),
+        };
+        let http = self
+            .http
+            .as_ref()
+            .map(|h| format!(" {} {}", h.method, h.path))
+            .unwrap_or_else(|| " (TCP)".into());
+        format!(
+            "{}/{} {{{}}} -> {}/{} {to}:{}{http}",
+            self.from.cluster.as_deref().unwrap_or("?"),
+            self.from.namespace,
+            labels.join(","),
+            self.to
+                .cluster
+                .as_deref()
+                .or(self.from.cluster.as_deref())
+                .unwrap_or("?"),
+            self.to.namespace,
+            self.to.port
+        )
+    }
 }
 
 /// `field:` check: `field` is a dot path (`status.ceph.health`, `status.conditions.0.type`) of any

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::path::{Component, Path, PathBuf};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,10 @@ pub struct Plan {
     /// Lab settings (speed, faults); only read when `lab: true`.
     #[serde(default)]
     pub lab_settings: LabSettings,
+    /// The directory of the plan file, absolute (set by `spec::load_plan`): relative paths written
+    /// in the plan are read from here, as cargo reads paths in `Cargo.toml`.
+    #[serde(skip)]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,9 +132,9 @@ pub struct GitSource {
     pub paths: BTreeMap<String, String>,
     #[serde(default)]
     pub personal: bool,
-    /// A local clone of the repository, for files steps read from it (the Cilium values).
-    /// `{{ state_dir }}` may be used (the lab serves its tree from the state directory). Default:
-    /// `lab/gitops`, the reference tree in this repository.
+    /// A local clone of the repository, for files steps read from it (the Cilium values); relative
+    /// to the plan file. `{{ state_dir }}` may be used (the lab serves its tree from the state
+    /// directory). Default: `lab/gitops`, the reference tree of the project the plan is in.
     #[serde(default)]
     pub checkout: Option<String>,
     /// Where each phase's Flux Kustomizations are defined in the repository, by phase id and
@@ -155,10 +160,10 @@ pub struct Paths {
     pub talosconfig: Spanned<String>,
     /// Directory for generated Talos machine configs and secrets.
     pub talos_configs: Spanned<String>,
-    /// Talos machine-config patches, by name (files that must exist).
+    /// Talos machine-config patches, by name (files that must exist; relative to the plan file).
     #[serde(default)]
     pub patches: BTreeMap<String, Spanned<String>>,
-    /// Other files steps reference, by name (files that must exist).
+    /// Other files steps reference, by name (files that must exist; relative to the plan file).
     #[serde(default)]
     pub files: BTreeMap<String, Spanned<String>>,
 }
@@ -190,5 +195,103 @@ fn default_speed() -> f64 {
 impl Plan {
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {
         self.clusters.iter().find(|c| c.name.value == name)
+    }
+
+    /// A path written in the plan: absolute as written, relative to the plan file's directory
+    /// otherwise (without `.` or `..` parts).
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            absolute(&self.dir.join(p))
+        }
+    }
+
+    /// A resolved path as the plan's directory placeholder and the way from it
+    /// (`{{plan_dir}}/../talos/patches/common.yaml`): what fingerprints keep of a path the plan
+    /// names relatively, so that moving the project or starting elsewhere changes nothing.
+    pub fn placeholder(&self, resolved: &Path) -> String {
+        let to: Vec<Component> = resolved.components().collect();
+        let from: Vec<Component> = self.dir.components().collect();
+        let common = to.iter().zip(&from).take_while(|(a, b)| a == b).count();
+        let mut out = String::from("{{plan_dir}}");
+        for _ in common..from.len() {
+            out.push_str("/..");
+        }
+        for c in &to[common..] {
+            out.push('/');
+            out.push_str(&c.as_os_str().to_string_lossy());
+        }
+        out
+    }
+}
+
+/// `path` made absolute (against the current directory) without `.` or `..` parts, lexically: it
+/// need not exist.
+pub fn absolute(path: &Path) -> PathBuf {
+    let path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// A path as a person reads it in a message: relative to the current directory when it lies
+/// under it, as given otherwise.
+pub fn shown(path: &Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_in(dir: &str) -> Plan {
+        let text = include_str!("../../plans/lab.yaml");
+        let mut plan: Plan = serde_saphyr::from_str(text).unwrap();
+        plan.dir = PathBuf::from(dir);
+        plan
+    }
+
+    #[test]
+    fn relative_paths_are_read_from_the_plan_directory() {
+        let plan = plan_in("/p/plans");
+        assert_eq!(
+            plan.resolve("../talos/patches/common.yaml"),
+            Path::new("/p/talos/patches/common.yaml")
+        );
+        assert_eq!(plan.resolve("a/./b.yaml"), Path::new("/p/plans/a/b.yaml"));
+        assert_eq!(plan.resolve("/etc/x.yaml"), Path::new("/etc/x.yaml"));
+    }
+
+    #[test]
+    fn a_placeholder_is_the_way_from_the_plan_directory() {
+        let plan = plan_in("/p/plans");
+        assert_eq!(
+            plan.placeholder(Path::new("/p/talos/patches/common.yaml")),
+            "{{plan_dir}}/../talos/patches/common.yaml"
+        );
+        assert_eq!(
+            plan.placeholder(Path::new("/p/plans/x.yaml")),
+            "{{plan_dir}}/x.yaml"
+        );
+        assert_eq!(plan.placeholder(Path::new("/p/plans")), "{{plan_dir}}");
     }
 }

@@ -85,6 +85,15 @@ impl Lab {
                 .collect(),
             topo.clone(),
         ));
+        // The kubelets' part that runs the flow check's probe Pods sees every cluster.
+        sims.push(sim::probe::start(
+            servers
+                .iter()
+                .map(|(n, s)| (n.clone(), s.store.clone()))
+                .collect(),
+            topo.clone(),
+            dir.clone(),
+        ));
         core::write_json(&dir.endpoints(), &endpoints)?;
         // Kubeconfigs written in an earlier run point at the old ports: keep them valid.
         if endpoints != old

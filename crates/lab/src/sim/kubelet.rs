@@ -5,6 +5,9 @@
 //! objects and registers what is missing. A lab killed between `talosctl bootstrap` and the
 //! registrations (or one whose API server lost writes) heals on its next start, as a real cluster
 //! does when its kubelets keep retrying registration.
+//!
+//! The `flow` check's probe Pods are run by the kubelets' other part, `probe.rs`, which needs every
+//! cluster's store (a flow crosses clusters).
 
 use serde_json::{Value, json};
 

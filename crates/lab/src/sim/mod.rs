@@ -11,6 +11,8 @@ pub mod jaeger;
 pub mod kubelet;
 pub mod mesh;
 pub mod platform;
+pub mod policy;
+pub mod probe;
 pub mod storage;
 
 use std::collections::HashMap;
@@ -203,6 +205,19 @@ impl Sim {
             }
         }
 
+        // The Cilium operator registers Cilium's CRDs when it runs (they are not in the chart).
+        if c.get(
+            "apps/v1",
+            "Deployment",
+            Some("kube-system"),
+            "cilium-operator",
+        )
+        .await?
+        .is_some_and(|d| workload_ready(&d))
+        {
+            let _ = cilium_crds(&c).await;
+        }
+
         // Flux reconciles whatever happened above; its errors are retried on the next tick.
         let _ = flux::tick(&mut self.flux, &c, &self.dir, &self.topo, &self.cluster).await;
         // Storage operators (Rook, Velero) move their resources' status.
@@ -232,6 +247,44 @@ impl Sim {
         .await;
         Ok(())
     }
+}
+
+/// The policy CRDs the Cilium operator registers at start (cilium.io/v2), when missing.
+async fn cilium_crds(c: &Local) -> crate::Result<()> {
+    for (plural, kind, scope, short) in [
+        (
+            "ciliumnetworkpolicies",
+            "CiliumNetworkPolicy",
+            "Namespaced",
+            "cnp",
+        ),
+        (
+            "ciliumclusterwidenetworkpolicies",
+            "CiliumClusterwideNetworkPolicy",
+            "Cluster",
+            "ccnp",
+        ),
+    ] {
+        let name = format!("{plural}.cilium.io");
+        if c.get(
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            None,
+            &name,
+        )
+        .await?
+        .is_some()
+        {
+            continue;
+        }
+        c.create(json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": name},
+            "spec": {"group": "cilium.io", "scope": scope,
+                     "names": {"plural": plural, "singular": kind.to_lowercase(), "kind": kind, "shortNames": [short]},
+                     "versions": [{"name": "v2", "served": true, "storage": true, "subresources": {"status": {}}}]}}))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Start the controllers for one cluster; they stop when the returned handle is aborted.
