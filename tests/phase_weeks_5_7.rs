@@ -173,6 +173,11 @@ fn all_seven_weeks_pass_on_both_clusters_and_a_second_run_runs_nothing() {
         "✔ cluster-issuer/apps",
         "✔ cloudflared",
         "✔ arc-runner-set",
+        "✔ flow-gitlab-to-postgres",
+        "✔ flow-stranger-to-postgres",
+        "✔ flow-local-stranger-to-postgres",
+        "✔ flow-gitlab-to-its-bucket",
+        "✔ flow-gitlab-to-velero-bucket",
         "✔ database-gitlab",
         "✔ gitlab-extensions",
         "✔ roles-managed",
@@ -455,6 +460,7 @@ fn the_change_window_document_is_current_and_the_homelab_plan_lints_clean() {
         "velero-bsl-available/apps",
         "cluster-issuer/infra",
         "arc-runner-set",
+        "flow-stranger-to-postgres",
         "database-gitlab",
         "[manual] bootstrap run --step postgres-failover --yes",
     ] {
@@ -465,4 +471,49 @@ fn the_change_window_document_is_current_and_the_homelab_plan_lints_clean() {
         !now.contains("`postgres-failover`"),
         "the drill is in the plain plan"
     );
+}
+
+/// Put a file into the lab's Git remote before the lab first starts (the lab only adds missing
+/// files of the reference tree), as a user's repository would differ.
+fn gitops_file(state: &Path, rel: &str, edit: impl FnOnce(String) -> String) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("lab/gitops")
+        .join(rel);
+    let dst = state.join("lab/gitops").join(rel);
+    std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+    std::fs::write(&dst, edit(std::fs::read_to_string(src).unwrap())).unwrap();
+}
+
+/// The seed's "default deny" (`ingress: [{fromEntities: [cluster]}]`) in place of ours: it admits
+/// every endpoint of the cluster, so the flow the gate expects denied gets through and the gate
+/// fails by the item's name, while the allowed flows still pass.
+#[test]
+fn the_seeds_default_deny_lets_the_denied_flow_through_and_fails_the_gate_by_name() {
+    let _slot = slot();
+    let st = tempfile::tempdir().unwrap();
+    gitops_file(
+        st.path(),
+        "kubernetes/security/policies/infra/databases.yaml",
+        |t| {
+            t.replace(
+                "  endpointSelector: {}\n  ingress:\n    - {}\n",
+                "  endpointSelector: {}\n  ingress:\n    - fromEntities:\n        - cluster\n",
+            )
+        },
+    );
+    let phases = fast_phases(st.path());
+    let o = run(
+        &["run", "--phase", "security"],
+        st.path(),
+        Some(&phases),
+        None,
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", all(&o));
+    let out = all(&o);
+    assert!(
+        out.contains("✗ flow-local-stranger-to-postgres: flow infra/mesh-test {app=echo} -> infra/databases service postgres-rw:5432 (TCP): expected denied, but it was allowed"),
+        "{out}"
+    );
+    assert!(out.contains("✔ flow-stranger-to-postgres"), "{out}");
+    assert!(out.contains("✔ flow-gitlab-to-postgres"), "{out}");
 }
