@@ -667,6 +667,18 @@ async fn keycloak(c: &impl Objects) {
             ensure(c, sts).await;
         }
         let rolled = matches!(c.get("apps/v1", "StatefulSet", Some(&ns), &name).await, Ok(Some(s)) if super::workload_ready(&s));
+        if rolled {
+            ensure_pods(
+                c,
+                &kc,
+                &ns,
+                &name,
+                kc["spec"]["instances"].as_i64().unwrap_or(1),
+                json!({"app": "keycloak", "app.kubernetes.io/instance": name}),
+                8080,
+            )
+            .await;
+        }
         let (ready, ready_msg) = match (&problem, rolled) {
             (Some(p), _) => ("False", p.clone()),
             (None, false) => ("False", "Waiting for more replicas".to_string()),
