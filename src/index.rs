@@ -90,7 +90,10 @@ pub fn read(state_dir: &Path, key: &str) -> Option<Index> {
     if first.trim_end() != key {
         return None;
     }
-    serde_json::from_reader(r).ok()
+    // Read whole, then parsed from the slice (much faster than from the reader).
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut r, &mut rest).ok()?;
+    serde_json::from_slice(&rest).ok()
 }
 
 /// Keep the workspace's units under its key, unless the index there already has that key. Only

@@ -29,6 +29,16 @@ pub fn plan_command(
     } else {
         a.format
     };
+    // The workspace is not needed to print the view: free it before the output is made.
+    drop(ws);
+    if format == PlanFormat::Json && a.out.is_none() {
+        // Streamed to stdout, without the whole document in memory first.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        serde_json::to_writer_pretty(&mut out, &view)?;
+        writeln!(out)?;
+        out.flush()?;
+        return Ok(detailed_exit(a, &view));
+    }
     let rendered = match format {
         PlanFormat::Text => text::render(&view, color_enabled(g, a.out.is_none())),
         PlanFormat::Markdown => markdown::render(&view),
@@ -68,15 +78,16 @@ pub fn plan_command(
             out.write_all(rendered.as_bytes())?;
         }
     }
-    if a.detailed_exitcode {
-        // Terraform's convention: 0 nothing to do, 2 work to do (1 is an error).
-        return Ok(if view.summary.to_run > 0 || view.summary.drift > 0 {
-            Exit::Usage
-        } else {
-            Exit::Ok
-        });
+    Ok(detailed_exit(a, &view))
+}
+
+/// `--detailed-exitcode`, Terraform's convention: 0 nothing to do, 2 work to do (1 is an error).
+fn detailed_exit(a: &PlanArgs, view: &crate::dryrun::DryRun) -> Exit {
+    if a.detailed_exitcode && (view.summary.to_run > 0 || view.summary.drift > 0) {
+        Exit::Usage
+    } else {
+        Exit::Ok
     }
-    Ok(Exit::Ok)
 }
 
 /// `bootstrap graph`.

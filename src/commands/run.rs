@@ -351,41 +351,45 @@ pub fn status_command(g: &Global, a: &StatusArgs) -> Result<Exit> {
     let units = &index.units;
     let state = FileStore::new(&state_dir).load()?;
     let holder = Lock::holder(&state_dir);
-    let rows: Vec<serde_json::Value> = units
+    let rows: Vec<StatusRow> = units
         .iter()
         .map(|w| {
             let rec = state.steps.get(&w.id);
-            let status = match rec {
-                None => "never-run".to_string(),
-                Some(s) if s.outcome.is_done() && s.fingerprint != w.fingerprint => {
-                    "changed".into()
-                }
-                Some(s) => s.outcome.as_str().to_string(),
-            };
-            serde_json::json!({
-                "id": w.id,
-                "phase": w.phase,
-                "kind": if w.gate { "gate" } else { "step" },
-                "status": status,
-                "attempts": rec.map(|s| s.attempts),
-                "duration_ms": rec.map(|s| s.duration_ms),
-                "exit_code": rec.and_then(|s| s.exit_code),
-                "run_id": rec.map(|s| s.run_id.clone()),
-                "at": rec.map(|s| s.at.clone()),
-                "log": rec.map(|s| s.log.clone()),
-                "detail": rec.map(|s| s.detail.clone()),
-            })
+            StatusRow {
+                id: &w.id,
+                phase: &w.phase,
+                kind: if w.gate { "gate" } else { "step" },
+                status: match rec {
+                    None => "never-run",
+                    Some(s) if s.outcome.is_done() && s.fingerprint != w.fingerprint => "changed",
+                    Some(s) => s.outcome.as_str(),
+                },
+                attempts: rec.map(|s| s.attempts),
+                duration_ms: rec.map(|s| s.duration_ms),
+                exit_code: rec.and_then(|s| s.exit_code),
+                run_id: rec.map(|s| s.run_id.as_str()),
+                at: rec.map(|s| s.at.as_str()),
+                log: rec.map(|s| s.log.as_str()),
+                detail: rec.map(|s| s.detail.as_str()),
+            }
         })
         .collect();
     if a.format == StatusFormat::Json || g.output == crate::cli::OutputMode::Json {
-        let v = serde_json::json!({
-            "schema": STATUS_SCHEMA,
-            "state_dir": state_dir.display().to_string(),
-            "last_run": state.last_run,
-            "locked_by": holder,
-            "steps": rows,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        // Streamed, without building a tree of every row first.
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        serde_json::to_writer_pretty(
+            &mut out,
+            &StatusDoc {
+                schema: STATUS_SCHEMA,
+                state_dir: state_dir.display().to_string(),
+                last_run: &state.last_run,
+                locked_by: &holder,
+                steps: &rows,
+            },
+        )?;
+        use std::io::Write as _;
+        writeln!(out)?;
+        out.flush()?;
         return Ok(Exit::Ok);
     }
     let mut o = String::new();
@@ -411,20 +415,17 @@ pub fn status_command(g: &Global, a: &StatusArgs) -> Result<Exit> {
         let _ = writeln!(o, "locked by {h}");
     }
     let cwd = std::env::current_dir().unwrap_or_default();
-    let cell = |r: &serde_json::Value| -> [String; 5] {
+    let cell = |r: &StatusRow| -> [String; 5] {
         [
-            r["id"].as_str().unwrap_or("").to_string(),
-            r["status"].as_str().unwrap_or("").to_string(),
-            r["attempts"]
-                .as_u64()
+            r.id.to_string(),
+            r.status.to_string(),
+            r.attempts
                 .map(|x| x.to_string())
                 .unwrap_or_else(|| "-".into()),
-            r["duration_ms"]
-                .as_u64()
+            r.duration_ms
                 .map(crate::report::summary::duration)
                 .unwrap_or_else(|| "-".into()),
-            r["log"]
-                .as_str()
+            r.log
                 .filter(|l| !l.is_empty())
                 .map(|l| relative(l, &cwd))
                 .unwrap_or_default(),
@@ -459,7 +460,7 @@ pub fn status_command(g: &Global, a: &StatusArgs) -> Result<Exit> {
     };
     for (id, title) in &index.phases {
         let members: Vec<usize> = (0..rows.len())
-            .filter(|&i| rows[i]["phase"] == id.as_str())
+            .filter(|&i| rows[i].phase == id.as_str())
             .collect();
         if members.is_empty() {
             continue;
@@ -480,7 +481,7 @@ pub fn status_command(g: &Global, a: &StatusArgs) -> Result<Exit> {
         "changed",
         "never-run",
     ] {
-        let n = rows.iter().filter(|r| r["status"] == st).count();
+        let n = rows.iter().filter(|r| r.status == st).count();
         if n > 0 || matches!(st, "done" | "failed" | "never-run") {
             counts.push((st, n));
         }
@@ -510,6 +511,32 @@ fn relative(path: &str, cwd: &std::path::Path) -> String {
 
 /// `status --phase/--step`: which rows to show (unknown phases and steps are errors, with a
 /// suggestion).
+/// One row of `status` (the JSON shape is documented in docs/engine.md).
+#[derive(serde::Serialize)]
+struct StatusRow<'a> {
+    id: &'a str,
+    phase: &'a str,
+    kind: &'static str,
+    status: &'static str,
+    attempts: Option<u32>,
+    duration_ms: Option<u64>,
+    exit_code: Option<i32>,
+    run_id: Option<&'a str>,
+    at: Option<&'a str>,
+    log: Option<&'a str>,
+    detail: Option<&'a str>,
+}
+
+/// The `status` document (docs/engine.md).
+#[derive(serde::Serialize)]
+struct StatusDoc<'a, H: serde::Serialize> {
+    schema: u32,
+    state_dir: String,
+    last_run: &'a Option<crate::state::RunState>,
+    locked_by: &'a Option<H>,
+    steps: &'a [StatusRow<'a>],
+}
+
 /// `status` without filters, when the unit index in the state directory was made from exactly
 /// these plan and phase files: the units without loading the workspace. None otherwise.
 fn status_units_from_index(

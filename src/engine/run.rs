@@ -63,7 +63,7 @@ pub(crate) struct Run<'a> {
 
 /// How long a record that nobody waits for (a finished unit, a spawned process group) may wait
 /// for the next fsync: the next attempt that asks to start usually comes sooner and shares it.
-const GROUP_COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
+const GROUP_COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl<'a> Run<'a> {
     pub fn new(

@@ -271,7 +271,19 @@ impl Reporter for MarkdownReport {
             return;
         }
         self.tally.add(e);
-        self.events.push(e.clone());
+        // Only what the report renders is kept (a run's memory must not grow with every line).
+        if matches!(
+            e,
+            Event::RunStarted { .. }
+                | Event::RunFinished { .. }
+                | Event::StepFinished { .. }
+                | Event::StepSkipped { .. }
+                | Event::ConfirmationRequired { .. }
+                | Event::GateItem { .. }
+                | Event::GateFinished { .. }
+        ) {
+            self.events.push(e.clone());
+        }
         if let (Event::RunFinished { run_id, .. }, Some(dir)) = (e, self.state_dir.clone()) {
             if let Err(err) = self.write_files(&dir, run_id) {
                 eprintln!("warning: cannot write the run report: {err}");
