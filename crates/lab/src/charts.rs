@@ -109,22 +109,6 @@ pub fn render(chart: &str, version: &str, release: &str, ns: &str, values: &Valu
                 "k8s-service-host": values["k8sServiceHost"].as_str().unwrap_or(""),
                 "k8s-service-port": values["k8sServicePort"].to_string().trim_matches('"'),
             });
-            // The agent registers Cilium's CRDs when it starts; the lab ships the policy ones with
-            // the chart so that CiliumNetworkPolicies from Git are served.
-            for (plural, kind, namespaced) in [
-                ("ciliumnetworkpolicies", "CiliumNetworkPolicy", true),
-                (
-                    "ciliumclusterwidenetworkpolicies",
-                    "CiliumClusterwideNetworkPolicy",
-                    false,
-                ),
-            ] {
-                out.push(json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-                    "metadata": {"name": format!("{plural}.cilium.io")},
-                    "spec": {"group": "cilium.io", "scope": if namespaced { "Namespaced" } else { "Cluster" },
-                             "names": {"plural": plural, "kind": kind},
-                             "versions": [{"name": "v2", "served": true, "storage": true, "subresources": {"status": {}}}]}}));
-            }
             out.push(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "cilium", "namespace": ns}}));
             out.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cilium-config", "namespace": ns}, "data": cfg}));
             out.push(workload(
