@@ -565,3 +565,52 @@ steps:
     assert_eq!(step(&ws.status(), "b")["status"], "changed");
     assert_eq!(step(&ws.status(), "a")["status"], "done");
 }
+
+/// A run ends by writing a snapshot of the journal; `status` folds only the records after it.
+/// Records appended later (a reset) count, and a journal rewritten in place is read whole.
+#[test]
+fn status_reads_the_snapshot_and_the_records_after_it() {
+    let ws = Ws::new(
+        ws::ONE_CLUSTER,
+        r#"
+id: p
+title: P
+steps:
+  - id: a
+    run: { cmd: ["true"] }
+  - id: b
+    run: { cmd: ["true"] }
+"#,
+    );
+    let out = ws.run(&["run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    let snapshot = ws.root.join("state/snapshot.json");
+    assert!(snapshot.exists(), "the run left no snapshot");
+    let with = ws.status();
+    std::fs::rename(&snapshot, ws.root.join("snapshot.bak")).unwrap();
+    let without = ws.status();
+    assert_eq!(with["steps"], without["steps"]);
+    std::fs::rename(ws.root.join("snapshot.bak"), &snapshot).unwrap();
+    // A record after the snapshot.
+    let out = ws.run(&["reset", "a"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert_eq!(step(&ws.status(), "a")["status"], "never-run");
+    assert_eq!(step(&ws.status(), "b")["status"], "done");
+    // The journal rewritten in place (same file, other bytes, longer): the snapshot no longer
+    // matches and is not used.
+    let journal = ws.root.join("state/journal.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let forgot_b = format!(
+        "{text}{}\n",
+        serde_json::json!({"record": "reset", "at": "2026-01-01T00:00:00Z", "ids": ["b"], "all": false})
+    );
+    let mut shuffled: Vec<&str> = forgot_b.lines().collect();
+    shuffled.rotate_left(1);
+    let rewritten = shuffled.join("\n") + "\n";
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, rewritten.as_bytes()))
+        .unwrap();
+    assert_eq!(step(&ws.status(), "b")["status"], "never-run");
+}

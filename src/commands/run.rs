@@ -70,13 +70,9 @@ fn start(
     crate::index::write(ws, &g.plan, &g.phases);
     let mut reporters = vec![live_reporter(g)];
     reporters.extend(junit_reporter(ws, junit));
-    let asked = crate::cli::Selection {
-        phases: opts.phases.clone(),
-        steps: opts.steps.clone(),
-    };
     let outputs = Outputs {
         reporters,
-        report: crate::report::MarkdownReport::with_context(report_context(ws, sel, &asked)),
+        report: crate::report::MarkdownReport::with_context(report_context(ws, sel)),
     };
     let mut environment = choose(ws);
     runtime()?.block_on(execute(ws, sel, g, opts, environment.as_mut(), outputs))
@@ -105,16 +101,15 @@ fn preflight(ws: &Workspace, sel: &crate::dag::Selection) -> Result<()> {
 }
 
 /// The run report's context: fingerprints, and every selected unit in wave order.
-fn report_context(
-    ws: &Workspace,
-    sel: &crate::dag::Selection,
-    args: &crate::cli::Selection,
-) -> crate::report::RunContext {
-    let view = crate::dryrun::build(ws, sel, args);
+fn report_context(ws: &Workspace, sel: &crate::dag::Selection) -> crate::report::RunContext {
+    // The fingerprints and the wave order only: not the whole dry-run view of every step.
+    let basis = crate::dryrun::basis(ws, &Default::default());
     crate::report::RunContext {
-        plan_fingerprint: view.basis.plan_fingerprint,
-        phases_fingerprint: view.basis.phases_fingerprint,
-        order: view.waves.into_iter().flatten().collect(),
+        plan_fingerprint: basis.plan_fingerprint,
+        phases_fingerprint: basis.phases_fingerprint,
+        order: (ws.dag.waves(&sel.order).iter().flatten())
+            .map(|&i| ws.dag.work[i].id().to_string())
+            .collect(),
     }
 }
 

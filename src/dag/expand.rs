@@ -478,9 +478,10 @@ impl Dag {
                             node: item.node.map(String::from),
                             description,
                             needs: Vec::new(),
-                            check,
-                            run,
-                            verify,
+                            // Boxed: a unit is kept for every step × cluster × node.
+                            check: check.map(Box::new),
+                            run: Box::new(run),
+                            verify: verify.map(Box::new),
                             timeout,
                             retry: retry.clone(),
                             confirm: step.confirm,

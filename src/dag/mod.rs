@@ -67,9 +67,9 @@ pub struct Unit {
     pub description: String,
     /// Concrete ids this unit needs (steps and gates).
     pub needs: Vec<String>,
-    pub check: Option<ActionSpec>,
-    pub run: ActionSpec,
-    pub verify: Option<ActionSpec>,
+    pub check: Option<Box<ActionSpec>>,
+    pub run: Box<ActionSpec>,
+    pub verify: Option<Box<ActionSpec>>,
     #[serde(with = "duration_str")]
     pub timeout: Duration,
     pub retry: Retry,

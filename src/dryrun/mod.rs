@@ -12,7 +12,7 @@ pub mod text;
 use crate::cli::Global;
 
 pub use crate::spec::describe::{describe_action, shell_quote};
-pub use model::{Basis, DryRun, PhaseView, StepStatus, StepView, build};
+pub use model::{Basis, DryRun, PhaseView, StepStatus, StepView, basis, build};
 
 /// Colour for a human view on stdout: the process's one decision ([`crate::color`]).
 pub fn color_enabled(g: &Global, to_stdout: bool) -> bool {

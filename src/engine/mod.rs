@@ -303,6 +303,8 @@ fn finish(run: &mut run::Run, disp: &Dispatcher, signals: &Signals, g: &Global) 
         report: report_path,
     })?;
     run.reporter.finish();
+    // What `status` reads next (the snapshot plus whatever is recorded after it).
+    run.journal.store.write_snapshot();
     Ok(match outcome {
         RunOutcome::Succeeded => Exit::Ok,
         RunOutcome::Interrupted => signals.exit(),

@@ -234,11 +234,11 @@ pub fn roles(w: &Work) -> Vec<(Role, &ActionSpec)> {
     match w {
         Work::Step(u) => {
             let mut v = Vec::new();
-            if let Some(c) = &u.check {
+            if let Some(c) = u.check.as_deref() {
                 v.push((Role::Check, c));
             }
-            v.push((Role::Run, &u.run));
-            if let Some(c) = &u.verify {
+            v.push((Role::Run, &*u.run));
+            if let Some(c) = u.verify.as_deref() {
                 v.push((Role::Verify, c));
             }
             v

@@ -223,9 +223,9 @@ pub(super) fn findings(cx: &Ctx) -> Vec<Finding> {
             };
             // A Kubernetes check pinned to another cluster.
             for (role, a) in [
-                ("run", Some(&u.run)),
-                ("check", u.check.as_ref()),
-                ("verify", u.verify.as_ref()),
+                ("run", Some(&*u.run)),
+                ("check", u.check.as_deref()),
+                ("verify", u.verify.as_deref()),
             ] {
                 let Some(a) = a else { continue };
                 let pinned = match a {

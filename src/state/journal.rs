@@ -87,6 +87,100 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Fold journal lines into `state`; `first_line` numbers the first one in warnings.
+fn fold(state: &mut State, text: &[u8], path: &Path, first_line: usize) {
+    let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+    let last = lines.iter().rposition(|l| !l.is_empty()).unwrap_or(0);
+    for (i, line) in lines.iter().enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<Record>(line) {
+            Ok(rec) => state.apply(&rec),
+            // A torn last line (the process died mid-write) is not a record, and says nothing.
+            Err(_) if i == last => {}
+            // Anything else in the middle was damaged or written by someone else: say so.
+            Err(e) => eprintln!(
+                "warning: {}:{}: not a journal record, skipped ({e})",
+                path.display(),
+                first_line + i + 1
+            ),
+        }
+    }
+}
+
+/// What the journal added up to at its first `len` bytes (written when a run ends), so readers
+/// fold only the records after it. A cache: checked against the journal (same file, at least
+/// that long, the same bytes before the cut) and ignored when it does not match.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Snapshot {
+    inode: u64,
+    len: u64,
+    /// The journal's last bytes before `len` (hex), to notice a journal rewritten in place.
+    tail: String,
+    lines: usize,
+    state: State,
+}
+
+const SNAPSHOT_TAIL: u64 = 64;
+
+impl FileStore {
+    fn snapshot_path(&self) -> PathBuf {
+        self.path.with_file_name("snapshot.json")
+    }
+
+    /// The journal's state from the snapshot and the records after it, if the snapshot matches.
+    fn load_from_snapshot(&self) -> Option<State> {
+        use std::io::{Read, Seek, SeekFrom};
+        use std::os::unix::fs::MetadataExt;
+        let snap: Snapshot =
+            serde_json::from_slice(&std::fs::read(self.snapshot_path()).ok()?).ok()?;
+        let mut f = File::open(&self.path).ok()?;
+        let meta = f.metadata().ok()?;
+        if meta.ino() != snap.inode || meta.len() < snap.len {
+            return None;
+        }
+        let from = snap.len.saturating_sub(SNAPSHOT_TAIL);
+        f.seek(SeekFrom::Start(from)).ok()?;
+        let mut rest = Vec::new();
+        f.read_to_end(&mut rest).ok()?;
+        let cut = (snap.len - from) as usize;
+        if hex::encode(&rest[..cut]) != snap.tail {
+            return None;
+        }
+        let mut state = snap.state;
+        fold(&mut state, &rest[cut..], &self.path, snap.lines);
+        Some(state)
+    }
+
+    /// Write the snapshot of the journal as it is now (best effort: it is only a cache).
+    pub fn write_snapshot(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let made = (|| -> Option<()> {
+            let text = std::fs::read(&self.path).ok()?;
+            // Only whole records: up to the last newline.
+            let len = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let mut state = State::default();
+            fold(&mut state, &text[..len], &self.path, 0);
+            let inode = std::fs::metadata(&self.path).ok()?.ino();
+            let from = len.saturating_sub(SNAPSHOT_TAIL as usize);
+            let snap = Snapshot {
+                inode,
+                len: len as u64,
+                tail: hex::encode(&text[from..len]),
+                lines: text[..len].iter().filter(|b| **b == b'\n').count(),
+                state,
+            };
+            let tmp = self.snapshot_path().with_extension("json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec(&snap).ok()?).ok()?;
+            std::fs::rename(&tmp, self.snapshot_path()).ok()
+        })();
+        if made.is_none() {
+            tracing::debug!("cannot write the state snapshot");
+        }
+    }
+}
+
 impl Store for FileStore {
     fn write(&mut self, rec: &Record) -> Result<()> {
         let mut line = serde_json::to_vec(rec)?;
@@ -115,6 +209,9 @@ impl Store for FileStore {
     }
 
     fn load(&self) -> Result<State> {
+        if let Some(state) = self.load_from_snapshot() {
+            return Ok(state);
+        }
         let mut state = State::default();
         let text = match std::fs::read(&self.path) {
             Ok(t) => t,
@@ -126,24 +223,7 @@ impl Store for FileStore {
                 ));
             }
         };
-        let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
-        let last = lines.iter().rposition(|l| !l.is_empty()).unwrap_or(0);
-        for (i, line) in lines.iter().enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            match serde_json::from_slice::<Record>(line) {
-                Ok(rec) => state.apply(&rec),
-                // A torn last line (the process died mid-write) is not a record, and says nothing.
-                Err(_) if i == last => {}
-                // Anything else in the middle was damaged or written by someone else: say so.
-                Err(e) => eprintln!(
-                    "warning: {}:{}: not a journal record, skipped ({e})",
-                    self.path.display(),
-                    i + 1
-                ),
-            }
-        }
+        fold(&mut state, &text, &self.path, 0);
         Ok(state)
     }
 
