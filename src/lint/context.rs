@@ -60,7 +60,9 @@ pub struct Ctx<'a> {
     #[allow(dead_code)]
     pub state_dir: &'a Path,
     index: HashMap<&'a str, usize>,
-    ancestors: std::cell::RefCell<HashMap<usize, HashSet<usize>>>,
+    /// The last unit's ancestors (its actions ask in a row). Not every unit's: on long chains
+    /// those sets add up to the square of the plan's size.
+    ancestors: std::cell::RefCell<Option<(usize, HashSet<usize>)>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -91,7 +93,9 @@ impl<'a> Ctx<'a> {
 
     /// Everything `i` needs, directly or not.
     pub fn ancestors(&self, i: usize) -> HashSet<usize> {
-        if let Some(a) = self.ancestors.borrow().get(&i) {
+        if let Some((last, a)) = &*self.ancestors.borrow()
+            && *last == i
+        {
             return a.clone();
         }
         let mut seen = HashSet::new();
@@ -105,7 +109,7 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
-        self.ancestors.borrow_mut().insert(i, seen.clone());
+        *self.ancestors.borrow_mut() = Some((i, seen.clone()));
         seen
     }
 

@@ -47,12 +47,12 @@ pub struct Step {
     pub for_each: Option<ForEach>,
     /// Passes when the work is already done, so the step is skipped.
     #[serde(default)]
-    pub check: Option<Spanned<ActionSpec>>,
+    pub check: Option<Spanned<Box<ActionSpec>>>,
     /// The action.
-    pub run: Spanned<ActionSpec>,
+    pub run: Spanned<Box<ActionSpec>>,
     /// A post-condition that must pass after `run`.
     #[serde(default)]
-    pub verify: Option<Spanned<ActionSpec>>,
+    pub verify: Option<Spanned<Box<ActionSpec>>>,
     /// e.g. `90s`, `10m`.
     #[serde(default)]
     pub timeout: Option<Spanned<String>>,
