@@ -42,6 +42,12 @@ gate:
         s.contains("replicas 1/3 ready"),
         "the failing item's last output is not shown: {s}"
     );
+    // The one-line summary of a failure is the reason, not a label whose text is elsewhere.
+    assert!(
+        !s.lines()
+            .any(|l| l.trim_end().ends_with("last output:") && l.contains("broken")),
+        "a failure line ends on a dangling 'last output:': {s}"
+    );
     let report = ws.read("state/last-run.md");
     assert!(report.contains("broken"), "{report}");
     assert!(report.contains("replicas 1/3 ready"), "{report}");

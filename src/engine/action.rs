@@ -112,7 +112,7 @@ fn from_finished(f: &Finished, program: &Program, timeout: Duration) -> Said {
             if tail.trim().is_empty() {
                 format!("{why}; it printed nothing")
             } else {
-                format!("{why}; last output:\n{tail}")
+                format!("{why}\nlast output:\n{tail}")
             }
         },
         exit_code: f.exit_code(),
