@@ -171,61 +171,7 @@ fn said(passed: bool, detail: String) -> Said {
 pub async fn once(a: &ActionSpec, ctx: &Ctx<'_>, timeout: Duration, label: &str) -> Said {
     match a {
         ActionSpec::Manual(text) => said(true, format!("{MANUAL}{text}")),
-        ActionSpec::HelmValues(h) => {
-            let p = Program::Argv(h.cmd.clone());
-            let f = run_program(p.clone(), ctx, timeout, label).await;
-            let mut out = from_finished(&f, &p, timeout);
-            if !f.success() {
-                return out;
-            }
-            let text = f.stdout.join("\n");
-            let deployed = if text.trim().is_empty() {
-                Value::Null
-            } else {
-                match first_document(&text) {
-                    Some(v) => v,
-                    None => {
-                        out.passed = false;
-                        out.detail = format!(
-                            "expected the release's values as JSON on stdout, got: {}",
-                            crate::report::first_line(&text)
-                        );
-                        return out;
-                    }
-                }
-            };
-            let cluster = h.cluster.clone().unwrap_or_default();
-            match ctx
-                .clusters
-                .helmrelease_values(&cluster, &h.namespace, &h.name)
-                .await
-            {
-                Err(e) => said(false, format!("{e:#}")),
-                Ok(wanted) => {
-                    let diff = checks::flux::values_diff(&deployed, &wanted, h.deployed_keys_only);
-                    if diff.is_empty() {
-                        said(
-                            true,
-                            format!(
-                                "the deployed values equal HelmRelease {}/{}'s values",
-                                h.namespace, h.name
-                            ),
-                        )
-                    } else {
-                        said(
-                            false,
-                            format!(
-                                "{} key(s) differ between the deployed release and HelmRelease {}/{} (Flux would change them and roll the pods): {}",
-                                diff.len(),
-                                h.namespace,
-                                h.name,
-                                diff.join("; ")
-                            ),
-                        )
-                    }
-                }
-            }
-        }
+        ActionSpec::HelmValues(h) => helm_values(h, ctx, timeout, label).await,
         ActionSpec::Cmd(argv) => {
             let p = Program::Argv(argv.clone());
             let f = run_program(p.clone(), ctx, timeout, label).await;
@@ -236,45 +182,7 @@ pub async fn once(a: &ActionSpec, ctx: &Ctx<'_>, timeout: Duration, label: &str)
             let f = run_program(p.clone(), ctx, timeout, label).await;
             from_finished(&f, &p, timeout)
         }
-        ActionSpec::Json(j) => {
-            let p = Program::Argv(j.cmd.clone());
-            let f = run_program(p.clone(), ctx, timeout, label).await;
-            let mut said = from_finished(&f, &p, timeout);
-            if !f.success() {
-                return said;
-            }
-            let text = f.stdout.join("\n");
-            match first_document(&text) {
-                None => {
-                    said.passed = false;
-                    said.detail = format!(
-                        "expected JSON on stdout, got: {}",
-                        crate::report::first_line(&text)
-                    );
-                }
-                Some(doc) => {
-                    let got = json_field(&doc, &j.field).map(as_text);
-                    let ok = match &got {
-                        None => false,
-                        Some(g) => {
-                            j.equals.as_ref().is_some_and(|e| e == g)
-                                || j.one_of.iter().any(|e| e == g)
-                        }
-                    };
-                    let want = j
-                        .equals
-                        .clone()
-                        .map(|e| format!("{e:?}"))
-                        .unwrap_or_else(|| format!("one of {:?}", j.one_of));
-                    said.passed = ok;
-                    said.detail = match got {
-                        None => format!(".{} is missing (wanted {want})", j.field),
-                        Some(g) => format!(".{} is {g:?} (wanted {want})", j.field),
-                    };
-                }
-            }
-            said
-        }
+        ActionSpec::Json(j) => json_check(j, ctx, timeout, label).await,
         kube => match ctx.clusters.evaluate(kube, checks::Mode::Once).await {
             Ok(o) => Said {
                 passed: o.passed,
@@ -292,6 +200,114 @@ pub async fn once(a: &ActionSpec, ctx: &Ctx<'_>, timeout: Duration, label: &str)
             },
         },
     }
+}
+
+/// A `helm_values` check: the release's deployed values (the command's JSON) against its
+/// HelmRelease's values.
+async fn helm_values(
+    h: &crate::spec::phase::HelmValuesCheck,
+    ctx: &Ctx<'_>,
+    timeout: Duration,
+    label: &str,
+) -> Said {
+    let p = Program::Argv(h.cmd.clone());
+    let f = run_program(p.clone(), ctx, timeout, label).await;
+    let mut out = from_finished(&f, &p, timeout);
+    if !f.success() {
+        return out;
+    }
+    let text = f.stdout.join("\n");
+    let deployed = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        match first_document(&text) {
+            Some(v) => v,
+            None => {
+                out.passed = false;
+                out.detail = format!(
+                    "expected the release's values as JSON on stdout, got: {}",
+                    crate::report::first_line(&text)
+                );
+                return out;
+            }
+        }
+    };
+    let cluster = h.cluster.clone().unwrap_or_default();
+    match ctx
+        .clusters
+        .helmrelease_values(&cluster, &h.namespace, &h.name)
+        .await
+    {
+        Err(e) => said(false, format!("{e:#}")),
+        Ok(wanted) => {
+            let diff = checks::flux::values_diff(&deployed, &wanted, h.deployed_keys_only);
+            if diff.is_empty() {
+                said(
+                    true,
+                    format!(
+                        "the deployed values equal HelmRelease {}/{}'s values",
+                        h.namespace, h.name
+                    ),
+                )
+            } else {
+                said(
+                    false,
+                    format!(
+                        "{} key(s) differ between the deployed release and HelmRelease {}/{} (Flux would change them and roll the pods): {}",
+                        diff.len(),
+                        h.namespace,
+                        h.name,
+                        diff.join("; ")
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// A `json` action: one field of the command's JSON output against the wanted value(s).
+async fn json_check(
+    j: &crate::spec::phase::JsonCheck,
+    ctx: &Ctx<'_>,
+    timeout: Duration,
+    label: &str,
+) -> Said {
+    let p = Program::Argv(j.cmd.clone());
+    let f = run_program(p.clone(), ctx, timeout, label).await;
+    let mut said = from_finished(&f, &p, timeout);
+    if !f.success() {
+        return said;
+    }
+    let text = f.stdout.join("\n");
+    match first_document(&text) {
+        None => {
+            said.passed = false;
+            said.detail = format!(
+                "expected JSON on stdout, got: {}",
+                crate::report::first_line(&text)
+            );
+        }
+        Some(doc) => {
+            let got = json_field(&doc, &j.field).map(as_text);
+            let ok = match &got {
+                None => false,
+                Some(g) => {
+                    j.equals.as_ref().is_some_and(|e| e == g) || j.one_of.iter().any(|e| e == g)
+                }
+            };
+            let want = j
+                .equals
+                .clone()
+                .map(|e| format!("{e:?}"))
+                .unwrap_or_else(|| format!("one of {:?}", j.one_of));
+            said.passed = ok;
+            said.detail = match got {
+                None => format!(".{} is missing (wanted {want})", j.field),
+                Some(g) => format!(".{} is {g:?} (wanted {want})", j.field),
+            };
+        }
+    }
+    said
 }
 
 /// Append a line to the step's log (what a built-in check saw).
