@@ -620,3 +620,19 @@ steps:
         .unwrap();
     assert_eq!(step(&ws.status(), "b")["status"], "never-run");
 }
+
+/// A large generated phase file is read: serde-saphyr's default budget (250,000 YAML nodes) is a
+/// guard against YAML bombs, not a size for plans; bootstrap raises it and keeps the alias caps.
+#[test]
+fn a_phase_file_past_the_parsers_default_node_budget_is_read() {
+    let mut phase = String::from(
+        "id: p\ntitle: P\nsteps:\n  - id: big\n    run: { cmd: [\"true\"] }\n    env:\n",
+    );
+    for i in 0..130_000 {
+        phase.push_str(&format!("      K{i}: v\n"));
+    }
+    let ws = Ws::new(ws::ONE_CLUSTER, &phase);
+    let out = ws.run(&["graph"]);
+    assert_eq!(out.status.code(), Some(0), "{}", all(&out));
+    assert!(text(&out.stdout).contains("big"), "{}", all(&out));
+}

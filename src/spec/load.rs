@@ -27,8 +27,17 @@ pub struct PhaseFile {
     pub text: String,
 }
 
+/// The parser's limits. serde-saphyr's defaults (250,000 nodes, 1,000,000 events) guard against
+/// YAML bombs, but a generated phase of some 50,000 steps is a legitimate file past them: nodes and
+/// events are raised twentyfold; the alias and anchor caps, which are what a bomb needs, stay.
 fn yaml_options() -> serde_saphyr::Options {
-    serde_saphyr::options! { strict_booleans: true }
+    serde_saphyr::options! {
+        strict_booleans: true,
+        budget: serde_saphyr::budget! {
+            max_nodes: 5_000_000,
+            max_events: 20_000_000,
+        },
+    }
 }
 
 /// Parse YAML text into `T`, turning parse and type errors into a [`UserError`] naming the file.
@@ -74,7 +83,9 @@ fn strip_location(s: &str) -> String {
 
 fn yaml_help(e: &serde_saphyr::Error) -> String {
     let msg = e.without_snippet().to_string();
-    if msg.contains("unknown field") {
+    if msg.contains("budget breached") {
+        "the file is larger or more deeply nested than bootstrap reads (a guard against YAML bombs): split it into several phase files".into()
+    } else if msg.contains("unknown field") {
         unknown_field_help(&msg)
     } else if msg.contains("missing field") {
         "add the missing field".into()
