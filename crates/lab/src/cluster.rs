@@ -195,6 +195,17 @@ fn gvk(api_version: &str, kind: &str) -> ApiResource {
 }
 
 impl Remote {
+    /// The API of an object's kind and namespace, and its name.
+    fn api_of(&self, obj: &Value) -> (Api<DynamicObject>, String) {
+        let api = self.api(
+            obj["apiVersion"].as_str().unwrap_or(""),
+            obj["kind"].as_str().unwrap_or(""),
+            obj["metadata"]["namespace"].as_str(),
+        );
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        (api, name)
+    }
+
     fn api(&self, api_version: &str, kind: &str, ns: Option<&str>) -> Api<DynamicObject> {
         let ar = gvk(api_version, kind);
         match ns {
@@ -247,38 +258,21 @@ impl Objects for Remote {
             .collect())
     }
     async fn create(&self, obj: Value) -> Result<Value> {
-        let ns = obj["metadata"]["namespace"].as_str().map(String::from);
-        let api = self.api(
-            obj["apiVersion"].as_str().unwrap_or(""),
-            obj["kind"].as_str().unwrap_or(""),
-            ns.as_deref(),
-        );
+        let (api, _) = self.api_of(&obj);
         Ok(to_value(
             api.create(&PostParams::default(), &from_value(&obj)?)
                 .await?,
         ))
     }
     async fn replace(&self, obj: Value) -> Result<Value> {
-        let ns = obj["metadata"]["namespace"].as_str().map(String::from);
-        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-        let api = self.api(
-            obj["apiVersion"].as_str().unwrap_or(""),
-            obj["kind"].as_str().unwrap_or(""),
-            ns.as_deref(),
-        );
+        let (api, name) = self.api_of(&obj);
         Ok(to_value(
             api.replace(&name, &PostParams::default(), &from_value(&obj)?)
                 .await?,
         ))
     }
     async fn replace_status(&self, obj: Value) -> Result<Value> {
-        let ns = obj["metadata"]["namespace"].as_str().map(String::from);
-        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-        let api = self.api(
-            obj["apiVersion"].as_str().unwrap_or(""),
-            obj["kind"].as_str().unwrap_or(""),
-            ns.as_deref(),
-        );
+        let (api, name) = self.api_of(&obj);
         Ok(to_value(
             api.replace_status(&name, &PostParams::default(), &from_value(&obj)?)
                 .await?,
