@@ -310,6 +310,56 @@ fn uid() -> String {
     format!("{}-{}-{}-{}-{}", h(8), h(4), h(4), h(4), h(12))
 }
 
+/// A Secret as the real API server stores it: `stringData` merged into `data` (base64), its keys
+/// winning, and not stored itself; `data` must be base64, or the body cannot be decoded (the real
+/// server's JSON decoder of `[]byte` says so with this message).
+fn normalize_secret(obj: &mut Value) -> Result<(), ApiError> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if let Some(data) = obj.get("data").and_then(Value::as_object) {
+        for v in data.values() {
+            let Some(s) = v.as_str() else {
+                return Err(ApiError::new(
+                    400,
+                    "BadRequest",
+                    "Secret in version \"v1\" cannot be handled as a Secret: data values must be base64 strings",
+                ));
+            };
+            if let Err(e) = b64.decode(s) {
+                return Err(ApiError::new(
+                    400,
+                    "BadRequest",
+                    format!(
+                        "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data: {e}"
+                    ),
+                ));
+            }
+        }
+    }
+    let Some(m) = obj.as_object_mut() else {
+        return Ok(());
+    };
+    let Some(string_data) = m.remove("stringData") else {
+        return Ok(());
+    };
+    let Some(string_data) = string_data.as_object().cloned() else {
+        return Ok(());
+    };
+    if !m.get("data").is_some_and(Value::is_object) {
+        m.insert("data".into(), json!({}));
+    }
+    let data = m["data"].as_object_mut().expect("data object");
+    for (k, v) in string_data {
+        let text = match v {
+            Value::String(s) => s,
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        data.insert(k, Value::String(b64.encode(text)));
+    }
+    Ok(())
+}
+
 /// Fields that count as "spec" for generation: everything but metadata and status.
 fn spec_of(v: &Value) -> Value {
     let mut c = v.clone();
@@ -540,6 +590,9 @@ impl Store {
         if !obj["metadata"].is_object() {
             obj["metadata"] = json!({});
         }
+        if res.key() == "/secrets" {
+            normalize_secret(&mut obj)?;
+        }
         let mut name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         if name.is_empty() {
             if let Some(prefix) = obj["metadata"]["generateName"].as_str() {
@@ -654,6 +707,23 @@ impl Store {
         else {
             return Err(ApiError::not_found(res, name));
         };
+        if !obj.is_object() {
+            return Err(ApiError::new(
+                400,
+                "BadRequest",
+                "the body is not an object",
+            ));
+        }
+        if res.key() == "/secrets" {
+            normalize_secret(&mut obj)?;
+        }
+        // A stale resourceVersion is a 409 Conflict, worded as the real API server words it:
+        // `OptimisticLockErrorMsg` in k8s.io/apiserver/pkg/registry/generic/registry/store.go, wrapped
+        // by `apierrors.NewConflict` ("Operation cannot be fulfilled on %s %q: %v") with the
+        // group-qualified plural, and details {name, group, kind: plural}. As seen from a real cluster
+        // in fabric8io/kubernetes-client#5635: `Operation cannot be fulfilled on
+        // leases.coordination.k8s.io "abc": the object has been modified; please apply your changes
+        // to the latest version and try again`, code 409, reason Conflict, kind leases.
         if let Some(want) = obj["metadata"]["resourceVersion"].as_str()
             && !want.is_empty()
             && want != old["metadata"]["resourceVersion"].as_str().unwrap_or("")
