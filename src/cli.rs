@@ -338,6 +338,18 @@ pub enum LabCommand {
     Status,
     /// Forget the lab's clusters and start fresh (recorded outcomes are kept).
     Reset,
-    /// Keep the lab's API servers up in the foreground for kubectl.
+    /// Keep the lab's API servers up in the foreground for kubectl (or say which process does).
     Serve,
+    /// Make a cluster's API server unreachable for a while, as a control plane that goes down:
+    /// new connections are refused and open ones cut; then it serves again with every write.
+    #[command(after_help = "Examples:
+  bootstrap lab outage infra --seconds 30")]
+    Outage {
+        /// The cluster whose API server goes down.
+        #[arg(value_name = "CLUSTER")]
+        cluster: String,
+        /// How long it stays unreachable.
+        #[arg(long, value_name = "N")]
+        seconds: u64,
+    },
 }

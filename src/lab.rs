@@ -54,6 +54,31 @@ pub fn topology(plan: &Plan) -> Result<Topology> {
     })
 }
 
+/// Environment variable naming the lab directory (a lab shared by several state directories);
+/// it overrides the plan's `lab_settings.dir`. Relative to the current directory.
+pub const LAB_HOME_ENV: &str = "BOOTSTRAP_LAB_HOME";
+
+/// Where the lab of `plan` lives: `BOOTSTRAP_LAB_HOME`, else `lab_settings.dir` (relative to the
+/// plan file), else `<state dir>/lab`.
+pub fn lab_dir(plan: &Plan, state_dir: &std::path::Path) -> core::LabDir {
+    if let Some(home) = std::env::var_os(LAB_HOME_ENV).filter(|h| !h.is_empty()) {
+        return core::LabDir(crate::spec::plan::absolute(std::path::Path::new(&home)));
+    }
+    match &plan.lab_settings.dir {
+        Some(d) => core::LabDir(std::path::PathBuf::from(crate::render::plan_path(
+            plan, state_dir, d,
+        ))),
+        None => core::LabDir::for_state_dir(state_dir),
+    }
+}
+
+/// Whether the lab lives in the state directory (the default), so that the state lock guards it.
+fn lab_in_state_dir(plan: &Plan, state_dir: &std::path::Path) -> bool {
+    let dir = lab_dir(plan, state_dir);
+    let canon = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    dir.root().starts_with(state_dir) || canon(dir.root()).starts_with(canon(state_dir))
+}
+
 /// How to start the lab for `plan` with its state in `state_dir`, the tool links pointing at
 /// `exe` (the `bootstrap` binary).
 pub fn config(
@@ -64,6 +89,7 @@ pub fn config(
     Ok(LabConfig {
         topology: topology(plan)?,
         state_dir: state_dir.to_path_buf(),
+        lab_dir: Some(lab_dir(plan, state_dir).0),
         exe: exe.to_path_buf(),
         kubeconfig: Some(std::path::PathBuf::from(crate::render::plan_path(
             plan,
@@ -96,8 +122,14 @@ impl Environment for LabEnvironment {
     fn start(&mut self) -> futures_util::future::BoxFuture<'_, Result<Vec<(String, String)>>> {
         Box::pin(async move {
             let h = start(&self.plan, &self.state_dir).await?;
-            for (name, s) in &h.servers {
-                tracing::info!("lab: cluster {name} serves at {}", s.url());
+            if let Some(pid) = h.served_by() {
+                tracing::info!(
+                    "lab: {} is served by process {pid}; using it",
+                    h.dir.root().display()
+                );
+            }
+            for (name, url) in h.endpoints() {
+                tracing::info!("lab: cluster {name} serves at {url}");
             }
             let env = h.step_env();
             self.handle = Some(h);
@@ -203,13 +235,23 @@ pub fn lab_command(g: &Global, cmd: &LabCommand) -> Result<Exit> {
         );
     }
     let state_dir = crate::workspace::state_dir_for(g, &plan.name.value);
-    let dir = core::LabDir::for_state_dir(&state_dir);
+    let dir = lab_dir(&plan, &state_dir);
     match cmd {
         LabCommand::Reset => {
             if let Some(h) = crate::state::Lock::holder(&state_dir) {
                 return Err(crate::error::ExitError::new(
                     Exit::Locked,
                     format!("a run holds the state: {h}"),
+                )
+                .into());
+            }
+            if let Some(pid) = core::serving_pid(&dir) {
+                return Err(crate::error::ExitError::new(
+                    Exit::Locked,
+                    format!(
+                        "the lab in {} is served by process {pid}; stop it first",
+                        dir.root().display()
+                    ),
                 )
                 .into());
             }
@@ -270,26 +312,56 @@ pub fn lab_command(g: &Global, cmd: &LabCommand) -> Result<Exit> {
             }
             Ok(Exit::Ok)
         }
+        LabCommand::Outage { cluster, seconds } => outage(&plan, &dir, cluster, *seconds),
         LabCommand::Serve => {
+            if let Some(pid) = core::serving_pid(&dir) {
+                return Err(crate::error::ExitError::new(
+                    Exit::Locked,
+                    format!(
+                        "the lab in {} is already served by process {pid}",
+                        dir.root().display()
+                    ),
+                )
+                .into());
+            }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             rt.block_on(async {
-                let _lock = match crate::state::Lock::acquire(&state_dir, "lab-serve") {
-                    Ok(l) => l,
-                    Err(crate::state::LockError::Held(h)) => {
-                        return Err(crate::error::ExitError::new(
-                            Exit::Locked,
-                            format!(
-                                "a run holds the state: {}",
-                                h.map(|h| h.to_string()).unwrap_or_default()
-                            ),
-                        )
-                        .into());
+                // A lab in the state directory is the state's: a run must not serve it at the same
+                // time. A lab elsewhere is guarded by its own serve lock only.
+                let _lock = if lab_in_state_dir(&plan, &state_dir) {
+                    match crate::state::Lock::acquire(&state_dir, "lab-serve") {
+                        Ok(l) => Some(l),
+                        Err(crate::state::LockError::Held(h)) => {
+                            return Err(crate::error::ExitError::new(
+                                Exit::Locked,
+                                format!(
+                                    "a run holds the state: {}",
+                                    h.map(|h| h.to_string()).unwrap_or_default()
+                                ),
+                            )
+                            .into());
+                        }
+                        Err(crate::state::LockError::Io(e)) => {
+                            return Err(color_eyre::Report::from(e));
+                        }
                     }
-                    Err(crate::state::LockError::Io(e)) => return Err(color_eyre::Report::from(e)),
+                } else {
+                    None
                 };
                 let lab = start(&plan, &state_dir).await?;
+                if let Some(pid) = lab.served_by() {
+                    lab.shutdown().await;
+                    return Err(crate::error::ExitError::new(
+                        Exit::Locked,
+                        format!(
+                            "the lab in {} is already served by process {pid}",
+                            dir.root().display()
+                        ),
+                    )
+                    .into());
+                }
                 let kubeconfig = dir.root().join("kubeconfig");
                 let entries: Vec<(String, String, String)> = plan
                     .clusters
@@ -298,10 +370,9 @@ pub fn lab_command(g: &Global, cmd: &LabCommand) -> Result<Exit> {
                         (
                             c.context.clone(),
                             c.name.value.clone(),
-                            lab.servers
-                                .iter()
-                                .find(|(n, _)| *n == c.name.value)
-                                .map(|(_, s)| s.url())
+                            lab.endpoints()
+                                .get(&c.name.value)
+                                .cloned()
                                 .unwrap_or_default(),
                         )
                     })
@@ -324,4 +395,38 @@ pub fn lab_command(g: &Global, cmd: &LabCommand) -> Result<Exit> {
             Ok(Exit::Ok)
         }
     }
+}
+
+/// `bootstrap lab outage CLUSTER --seconds N`: the trigger the `api-unreachable` fault pulls, by
+/// hand. Returns once the serving process has the API server down (or at once when nobody serves
+/// the lab: the outage then holds for whoever serves it before it ends).
+fn outage(plan: &Plan, dir: &core::LabDir, cluster: &str, seconds: u64) -> Result<Exit> {
+    if plan.cluster(cluster).is_none() {
+        let names: Vec<&str> = plan
+            .clusters
+            .iter()
+            .map(|c| c.name.value.as_str())
+            .collect();
+        return Err(
+            crate::error::UserError::new(format!("no cluster `{cluster}` in this plan"))
+                .help(format!("the clusters are: {}", names.join(", ")))
+                .into(),
+        );
+    }
+    let until = core::start_outage(dir, cluster, seconds)?;
+    let applied = core::wait_outage_applied(dir, cluster, until, std::time::Duration::from_secs(5));
+    let end = jiff::Timestamp::from_millisecond(until as i64)
+        .map(|t| t.strftime("%H:%M:%S UTC").to_string())
+        .unwrap_or_default();
+    if applied || seconds == 0 {
+        eprintln!(
+            "the API server of cluster {cluster} is unreachable for {seconds}s (until {end})"
+        );
+    } else {
+        eprintln!(
+            "nobody serves the lab in {} now: the API server of cluster {cluster} will be unreachable until {end} if it is served before then",
+            dir.root().display()
+        );
+    }
+    Ok(Exit::Ok)
 }

@@ -177,6 +177,11 @@ pub struct LabSettings {
     pub speed: f64,
     #[serde(default)]
     pub faults: Vec<serde_json::Value>,
+    /// Where the lab lives (relative to the plan file; `{{ state_dir }}` allowed). Default
+    /// `<state dir>/lab`. Runs with different state directories and the same `dir` share one lab:
+    /// the first serves it, the others attach. `BOOTSTRAP_LAB_HOME` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
 }
 
 impl Default for LabSettings {
@@ -184,6 +189,7 @@ impl Default for LabSettings {
         LabSettings {
             speed: default_speed(),
             faults: Vec::new(),
+            dir: None,
         }
     }
 }

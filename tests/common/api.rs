@@ -24,6 +24,7 @@ pub async fn env() -> Env {
         cluster: "infra".into(),
         persist: None,
         port: None,
+        lab: None,
     })
     .await
     .unwrap();

@@ -68,6 +68,20 @@ impl LabDir {
     pub fn lock(&self) -> PathBuf {
         self.0.join(".lock")
     }
+    /// API server outages, `{cluster name: until (Unix epoch ms)}` ([`start_outage`]); the serving
+    /// process polls it.
+    pub fn outages(&self) -> PathBuf {
+        self.0.join("outages.json")
+    }
+    /// The outages the serving process has put in force, `{cluster: until}` (its acknowledgement).
+    pub fn outages_applied(&self) -> PathBuf {
+        self.0.join("outages-applied.json")
+    }
+    /// The serve lock: held (`File::try_lock`) by the one process serving the lab's API servers
+    /// and controllers; holds that process' pid once its servers are up.
+    pub fn serve_lock(&self) -> PathBuf {
+        self.0.join("serve.lock")
+    }
 }
 
 /// What the stand-ins need to know about the simulated environment.
@@ -166,7 +180,31 @@ pub enum FaultKind {
         name: String,
         message: String,
     },
+    /// When a tool invocation whose argv contains `matches` runs (once), the API server of
+    /// `cluster` becomes unreachable for `seconds` from that moment: new connections are refused
+    /// and open ones are cut, as when a real control plane goes down. Then it serves again, on
+    /// the same address, with every acknowledged write.
+    ApiUnreachable {
+        cluster: String,
+        matches: String,
+        seconds: u64,
+    },
+    /// The next `times` PUTs to objects of `resource` (plural such as `secrets`, `leases`, or
+    /// qualified, `leases.coordination.k8s.io`) whose name starts with `name_prefix` meet a
+    /// concurrent write first: the server changes the stored object (the annotation
+    /// `lab.bootstrap.dev/concurrent-write`) just before handling the request, so a request that
+    /// names a resourceVersion gets the real 409 Conflict.
+    WriteConflict {
+        cluster: String,
+        resource: String,
+        #[serde(default)]
+        name_prefix: String,
+        times: u32,
+    },
 }
+
+/// The annotation the `write-conflict` fault's concurrent writer sets.
+pub const CONCURRENT_WRITE_ANNOTATION: &str = "lab.bootstrap.dev/concurrent-write";
 
 fn one() -> i32 {
     1
@@ -215,6 +253,100 @@ impl Topology {
     pub fn cluster(&self, name: &str) -> Option<&ClusterTopo> {
         self.clusters.iter().find(|c| c.name == name)
     }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Make `cluster`'s API server unreachable for `seconds` from now (an outage already under way
+/// lasts until the later of the two ends). Returns the end, epoch ms. The serving process, which
+/// may be another one, picks it up within ~100 ms.
+pub fn start_outage(dir: &LabDir, cluster: &str, seconds: u64) -> Result<u64> {
+    let until = now_ms().saturating_add(seconds.saturating_mul(1000));
+    update_json(dir, &dir.outages(), |m: &mut BTreeMap<String, u64>| {
+        let end = m.entry(cluster.to_string()).or_insert(0);
+        *end = (*end).max(until);
+        *end
+    })
+}
+
+/// The pid of the process serving the lab: the serve lock is held and names it (it writes its pid
+/// once its API servers are up). None when nobody serves it, or it is still starting.
+pub fn serving_pid(dir: &LabDir) -> Option<u32> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .open(dir.serve_lock())
+        .ok()?;
+    match f.try_lock_shared() {
+        Ok(()) => None,
+        Err(std::fs::TryLockError::WouldBlock) => std::fs::read_to_string(dir.serve_lock())
+            .ok()?
+            .trim()
+            .parse()
+            .ok(),
+        Err(std::fs::TryLockError::Error(_)) => None,
+    }
+}
+
+/// Wait (up to `timeout`) until the serving process has put the outage ending at `until` in force:
+/// its listener closed and its connections cut. False when nobody serves the lab or it did not
+/// happen in time.
+pub fn wait_outage_applied(
+    dir: &LabDir,
+    cluster: &str,
+    until: u64,
+    timeout: std::time::Duration,
+) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if until <= now_ms() {
+            return true;
+        }
+        let applied = read_json::<BTreeMap<String, u64>>(&dir.outages_applied())
+            .ok()
+            .flatten()
+            .and_then(|m| m.get(cluster).copied())
+            .is_some_and(|u| u >= until);
+        if applied {
+            return true;
+        }
+        if serving_pid(dir).is_none() || std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Count one firing of fault `id` if it has fired fewer than `times` times; whether it fires.
+pub fn fire(dir: &LabDir, id: &str, times: u32) -> bool {
+    update_json(
+        dir,
+        &dir.fault_counters(),
+        |m: &mut BTreeMap<String, u32>| {
+            let n = m.entry(id.to_string()).or_insert(0);
+            if *n < times {
+                *n += 1;
+                true
+            } else {
+                false
+            }
+        },
+    )
+    .unwrap_or(false)
+}
+
+/// The faults in force: the topology's and those added later in `extra-faults.json`.
+pub fn faults(dir: &LabDir) -> Vec<Fault> {
+    let mut faults = Topology::load(dir).map(|t| t.faults).unwrap_or_default();
+    if let Ok(Some(extra)) = read_json::<Vec<Fault>>(&dir.root().join("extra-faults.json")) {
+        faults.extend(extra);
+    }
+    faults
 }
 
 /// Read a JSON file; `None` when it does not exist.

@@ -6,6 +6,7 @@
 //! Owns HTTP and the object store. It never simulates controllers (see `lab::sim`).
 
 pub mod kubeconfig;
+mod outage;
 mod protobuf;
 pub mod store;
 mod table;
@@ -23,6 +24,7 @@ use serde_json::{Value, json};
 pub use store::{ApiError, Resource, Store};
 
 use crate::Result;
+use crate::core::LabDir;
 
 /// Options for [`serve`].
 #[derive(Debug, Clone, Default)]
@@ -32,15 +34,27 @@ pub struct ServeOptions {
     pub persist: Option<PathBuf>,
     /// Try this port first (to keep kubeconfigs valid across runs); fall back to an ephemeral one.
     pub port: Option<u16>,
+    /// The lab this server belongs to: its outages (`outages.json`) and server-side faults
+    /// (`write-conflict`) apply. None: a bare server (tests of the protocol).
+    pub lab: Option<LabDir>,
 }
 
 /// A running API server.
 pub struct ApiServer {
     pub addr: SocketAddr,
     pub store: Store,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     flusher: tokio::task::JoinHandle<()>,
+    outages: tokio::task::JoinHandle<()>,
+}
+
+/// What every request handler sees.
+#[derive(Clone)]
+struct App {
+    store: Store,
+    cluster: String,
+    lab: Option<LabDir>,
 }
 
 impl ApiServer {
@@ -49,12 +63,11 @@ impl ApiServer {
     }
     /// Stop serving and flush the store to disk.
     pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+        let _ = self.shutdown.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.task).await;
         self.task.abort();
         self.flusher.abort();
+        self.outages.abort();
         self.store.flush();
     }
 }
@@ -70,17 +83,27 @@ pub async fn serve(opts: ServeOptions) -> Result<ApiServer> {
     };
     let addr = listener.local_addr()?;
     let store = Store::new(opts.persist.clone());
-    let app = axum::Router::new()
-        .fallback(handle)
-        .with_state(store.clone());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await;
+    let app = axum::Router::new().fallback(handle).with_state(App {
+        store: store.clone(),
+        cluster: opts.cluster.clone(),
+        lab: opts.lab.clone(),
     });
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let (down_tx, down_rx) = tokio::sync::watch::channel(None);
+    let ack = opts.lab.clone().map(|d| (d, opts.cluster.clone()));
+    let task = tokio::spawn(outage::accept_loop(
+        listener,
+        addr,
+        app,
+        down_rx,
+        shutdown_rx,
+        ack,
+    ));
+    let outages = tokio::spawn(outage::watch(
+        opts.lab.clone(),
+        opts.cluster.clone(),
+        down_tx,
+    ));
     let fs = store.clone();
     let flusher = tokio::spawn(async move {
         loop {
@@ -91,9 +114,10 @@ pub async fn serve(opts: ServeOptions) -> Result<ApiServer> {
     Ok(ApiServer {
         addr,
         store,
-        shutdown: Some(tx),
+        shutdown,
         task,
         flusher,
+        outages,
     })
 }
 
@@ -154,12 +178,13 @@ fn percent_decode(s: &str) -> String {
 }
 
 async fn handle(
-    State(store): State<Store>,
+    State(app): State<App>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let store = app.store.clone();
     let path = uri.path().trim_end_matches('/');
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let q = query_map(&uri);
@@ -284,17 +309,16 @@ async fn handle(
             Err(e) => err(e),
         },
         (Method::PUT, Some(name)) => match parse_body(&headers, &body) {
-            Ok(obj) => match store.update(
-                &t.res,
-                t.ns.as_deref(),
-                name,
-                obj,
-                t.sub.as_deref() == Some("status"),
-                dry_run,
-            ) {
-                Ok(o) => json_response(200, &o),
-                Err(e) => err(e),
-            },
+            Ok(obj) => {
+                if !dry_run {
+                    concurrent_write(&app, &t, name);
+                }
+                let status_only = t.sub.as_deref() == Some("status");
+                match store.update(&t.res, t.ns.as_deref(), name, obj, status_only, dry_run) {
+                    Ok(o) => json_response(200, &o),
+                    Err(e) => err(e),
+                }
+            }
             Err(e) => err(e),
         },
         (Method::PATCH, Some(name)) => patch(&store, &t, name, &headers, &body, dry_run),
@@ -309,6 +333,55 @@ async fn handle(
             "MethodNotAllowed",
             format!("the server does not allow this method on the requested resource ({method})"),
         )),
+    }
+}
+
+/// The `write-conflict` fault: before a PUT to a matching object is handled, another writer changes
+/// it (an annotation), as a second client or a controller would between the request's read and its
+/// write; the request's resourceVersion is then stale. Only the annotation changes.
+fn concurrent_write(app: &App, t: &Target, name: &str) {
+    let Some(dir) = &app.lab else { return };
+    for f in crate::core::faults(dir) {
+        let crate::core::FaultKind::WriteConflict {
+            cluster,
+            resource,
+            name_prefix,
+            times,
+        } = &f.kind
+        else {
+            continue;
+        };
+        let names_resource = *resource == t.res.plural
+            || *resource == t.res.qualified()
+            || resource.eq_ignore_ascii_case(&t.res.kind);
+        if *cluster != app.cluster || !names_resource || !name.starts_with(name_prefix.as_str()) {
+            continue;
+        }
+        let Ok(mut current) = app.store.get(&t.res, t.ns.as_deref(), name) else {
+            return;
+        };
+        if !crate::core::fire(dir, &f.id, *times) {
+            continue;
+        }
+        if !current["metadata"]["annotations"].is_object() {
+            current["metadata"]["annotations"] = json!({});
+        }
+        current["metadata"]["annotations"][crate::core::CONCURRENT_WRITE_ANNOTATION] =
+            Value::String(format!(
+                "{}-{:08x}",
+                crate::core::now_ms(),
+                fastrand::u32(..)
+            ));
+        if let Err(e) = app
+            .store
+            .update(&t.res, t.ns.as_deref(), name, current, false, false)
+        {
+            tracing::warn!(
+                "lab: the write-conflict fault could not write: {}",
+                e.message
+            );
+        }
+        return;
     }
 }
 

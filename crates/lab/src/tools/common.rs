@@ -36,24 +36,24 @@ pub fn fault(tool: &str, args: &[String]) -> Option<i32> {
                 times,
                 stderr,
                 exit_code,
-            } if line.contains(matches.as_str()) => {
-                let fired = crate::core::update_json(
-                    &dir,
-                    &dir.fault_counters(),
-                    |m: &mut std::collections::BTreeMap<String, u32>| {
-                        let n = m.entry(f.id.clone()).or_insert(0);
-                        if *n < *times {
-                            *n += 1;
-                            true
-                        } else {
-                            false
-                        }
-                    },
-                )
-                .unwrap_or(false);
-                if fired {
-                    eprintln!("{stderr}");
-                    return Some(*exit_code);
+            } if line.contains(matches.as_str()) && crate::core::fire(&dir, &f.id, *times) => {
+                eprintln!("{stderr}");
+                return Some(*exit_code);
+            }
+            // The API server goes down as this command starts; the command itself goes on and
+            // meets the outage if it talks to that server.
+            FaultKind::ApiUnreachable {
+                cluster,
+                matches,
+                seconds,
+            } if line.contains(matches.as_str()) && crate::core::fire(&dir, &f.id, 1) => {
+                if let Ok(until) = crate::core::start_outage(&dir, cluster, *seconds) {
+                    crate::core::wait_outage_applied(
+                        &dir,
+                        cluster,
+                        until,
+                        std::time::Duration::from_secs(3),
+                    );
                 }
             }
             _ => {}
@@ -88,6 +88,53 @@ pub async fn remote(kubeconfig: Option<&str>, context: Option<&str>) -> Result<R
         .await
         .map(Remote)
         .map_err(|e| format!("{e}"))
+}
+
+/// The server URL of `--context` (or the current context) in the kubeconfig a tool reads.
+pub fn server_of(kubeconfig: Option<&str>, context: Option<&str>) -> Option<String> {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig_path(kubeconfig)).ok()?;
+    let ctx = context
+        .map(String::from)
+        .or_else(|| kc.current_context.clone())?;
+    let cluster = kc
+        .contexts
+        .iter()
+        .find(|c| c.name == ctx)?
+        .context
+        .as_ref()?
+        .cluster
+        .clone();
+    kc.clusters
+        .iter()
+        .find(|c| c.name == cluster)?
+        .cluster
+        .as_ref()?
+        .server
+        .clone()
+}
+
+/// What kubectl prints when a request fails: the server's Status, or, when the server cannot be
+/// reached, kubectl's own words (`The connection to the server HOST:PORT was refused - did you
+/// specify the right host or port?` for a refused connection).
+pub fn request_error(e: &color_eyre::Report, server: Option<&str>) -> String {
+    if let Some(kube::Error::Api(s)) = e.downcast_ref::<kube::Error>() {
+        return format!("Error from server ({}): {}", s.reason, s.message);
+    }
+    let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    let host = server
+        .map(|s| {
+            s.trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .unwrap_or_else(|| "localhost:8080".into());
+    if chain.iter().any(|c| c.contains("Connection refused")) {
+        return format!(
+            "The connection to the server {host} was refused - did you specify the right host or port?"
+        );
+    }
+    format!("Unable to connect to the server: {}", chain.join(": "))
 }
 
 /// The value of `--flag VALUE` or `--flag=VALUE` (and short aliases).
