@@ -96,7 +96,7 @@ pub fn main(args: &[String]) -> i32 {
                     Some((w, n)) => (w, Some(n)),
                     None => (*what, rest.first().copied()),
                 };
-                get(&c, what, name, &ns, common::has(args, &["-A", "--all-namespaces"]), output.as_deref()).await
+                get(&c, what, name, &ns, common::has(args, &["-A", "--all-namespaces"]), output.as_deref(), common::server_of(kubeconfig.as_deref(), ctx.as_deref()).as_deref()).await
             }
             ["create", "namespace" | "ns", name] => match c.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})).await {
                 Ok(_) => {
@@ -131,6 +131,7 @@ async fn get(
     ns: &str,
     all: bool,
     output: Option<&str>,
+    server: Option<&str>,
 ) -> i32 {
     let Some((api, kind, plural, namespaced)) = resolve(what) else {
         return fail(&format!(
@@ -144,14 +145,18 @@ async fn get(
             .await
         {
             Ok(Some(o)) => vec![o],
-            _ => {
+            Ok(None) => {
                 return fail(&format!(
                     "Error from server (NotFound): {plural}{} \"{n}\" not found",
                     group_of(api)
                 ));
             }
+            Err(e) => return fail(&common::request_error(&e, server)),
         },
-        None => c.list(api, kind, scope, None).await.unwrap_or_default(),
+        None => match c.list(api, kind, scope, None).await {
+            Ok(items) => items,
+            Err(e) => return fail(&common::request_error(&e, server)),
+        },
     };
     match output {
         Some("json") => {
