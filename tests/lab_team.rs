@@ -631,3 +631,47 @@ fn a_second_process_attaches_and_takes_over_when_the_first_is_gone() {
     });
     first.rt.block_on(second.shutdown());
 }
+
+#[test]
+fn a_run_with_another_state_dir_uses_the_served_lab() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("shared-lab");
+    let (s1, s2) = (tmp.path().join("alice"), tmp.path().join("bob"));
+    let server = serve(&s1, &home);
+    let eps = endpoints(&home);
+    // Bob's run attaches: it starts no servers of its own, and its steps reach Alice's.
+    let run = team(&["run", "--phase", "foundation", "-v"], &s2, &home);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}{}",
+        text(&run.stdout),
+        text(&run.stderr)
+    );
+    assert!(
+        text(&run.stderr).contains(&format!("is served by process {}", server.id())),
+        "{}",
+        text(&run.stderr)
+    );
+    assert_eq!(endpoints(&home), eps);
+    // No lab of its own: `<state dir>/lab` is the shared one (the plan's checkout names it so).
+    assert_eq!(
+        std::fs::canonicalize(s2.join("lab")).unwrap(),
+        std::fs::canonicalize(&home).unwrap()
+    );
+    // Bob's kubeconfig (written by his run's talosctl) names the shared servers.
+    let kc = std::fs::read_to_string(s2.join("kubeconfig")).unwrap();
+    for url in eps.as_object().unwrap().values() {
+        assert!(kc.contains(url.as_str().unwrap()), "{kc}");
+    }
+    // What Bob's run did is what Alice's view of the lab shows.
+    let status = team(&["lab", "status", "--output", "json"], &s1, &home);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    for c in v["clusters"].as_array().unwrap() {
+        assert_eq!(c["bootstrapped"], true, "{c}");
+        for n in c["nodes"].as_array().unwrap() {
+            assert_eq!(n["kubernetes"], "Ready", "{n}");
+        }
+    }
+    stop(server);
+}

@@ -78,6 +78,7 @@ impl Lab {
     pub async fn start(cfg: &LabConfig) -> Result<LabHandle> {
         let dir = cfg.dir();
         std::fs::create_dir_all(dir.root())?;
+        link_state_dir(cfg, &dir)?;
         seed_vault(&dir, &cfg.secret_refs)?;
         link_tools(&dir, &cfg.exe)?;
         let deadline = std::time::Instant::now() + ATTACH_WAIT;
@@ -262,6 +263,36 @@ fn repoint_kubeconfig(
     if stale {
         apiserver::kubeconfig::write_kubeconfig(kubeconfig, &entries, None)?;
     }
+    Ok(())
+}
+
+/// A lab that lives elsewhere is still `<state dir>/lab` for what names it so (the lab plan's
+/// `git.checkout: "{{ state_dir }}/lab/gitops"`, the online lint): a symbolic link to it. A real
+/// directory there (a private lab from before) is left alone.
+fn link_state_dir(cfg: &LabConfig, dir: &core::LabDir) -> Result<()> {
+    let link = core::LabDir::for_state_dir(&cfg.state_dir).0;
+    let canon = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if cfg.lab_dir.is_none() || canon(&link) == canon(dir.root()) {
+        return Ok(());
+    }
+    match std::fs::symlink_metadata(&link) {
+        Ok(m) if !m.file_type().is_symlink() => {
+            tracing::warn!(
+                "lab: {} is a lab of its own; the shared lab is {}",
+                link.display(),
+                dir.root().display()
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
+    std::fs::create_dir_all(&cfg.state_dir)?;
+    let tmp = cfg
+        .state_dir
+        .join(format!(".lab.{}.link", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(canon(dir.root()), &tmp)?;
+    std::fs::rename(&tmp, &link)?;
     Ok(())
 }
 
