@@ -104,6 +104,7 @@ pub(super) async fn accept_loop(
         tokio::select! {
             r = l.accept() => {
                 let Ok((stream, _)) = r else { continue };
+                let _ = stream.set_nodelay(true);
                 let svc = hyper_util::service::TowerToHyperService::new(app.clone());
                 let mut down = down.clone();
                 let mut shutdown = shutdown.clone();
