@@ -362,7 +362,7 @@ pub fn lab_command(g: &Global, cmd: &LabCommand) -> Result<Exit> {
                     )
                     .into());
                 }
-                let kubeconfig = dir.root().join("kubeconfig");
+                let kubeconfig = dir.kubeconfig();
                 let entries: Vec<(String, String, String)> = plan
                     .clusters
                     .iter()

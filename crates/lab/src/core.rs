@@ -73,6 +73,11 @@ impl LabDir {
     pub fn outages(&self) -> PathBuf {
         self.0.join("outages.json")
     }
+    /// A kubeconfig with every cluster's context (`<context>` → its API server), written by the
+    /// serving process: what a second user of a shared lab, or a test, points kubectl at.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.0.join("kubeconfig")
+    }
     /// The outages the serving process has put in force, `{cluster: until}` (its acknowledgement).
     pub fn outages_applied(&self) -> PathBuf {
         self.0.join("outages-applied.json")

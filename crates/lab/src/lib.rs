@@ -185,6 +185,18 @@ async fn try_serve(dir: &core::LabDir, topo: &core::Topology) -> Result<Option<S
         dir.clone(),
     ));
     core::write_json(&dir.endpoints(), &endpoints)?;
+    let entries: Vec<(String, String, String)> = topo
+        .clusters
+        .iter()
+        .map(|c| {
+            (
+                c.context.clone(),
+                c.name.clone(),
+                endpoints[&c.name].clone(),
+            )
+        })
+        .collect();
+    apiserver::kubeconfig::write_kubeconfig(&dir.kubeconfig(), &entries, None)?;
     write!(lock, "{}", std::process::id())?;
     lock.sync_all()?;
     Ok(Some(Served {

@@ -360,6 +360,25 @@ fn normalize_secret(obj: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A Lease's MicroTimes as the real API server writes them back: RFC 3339 in UTC with exactly six
+/// fractional digits (`metav1.MicroTime`, `RFC3339Micro`), whatever precision the client sent.
+fn normalize_lease(obj: &mut Value) -> Result<(), ApiError> {
+    for field in ["acquireTime", "renewTime"] {
+        let Some(v) = obj["spec"].get(field).and_then(Value::as_str) else {
+            continue;
+        };
+        let t: jiff::Timestamp = v.parse().map_err(|e| {
+            ApiError::new(
+                400,
+                "BadRequest",
+                format!("Lease in version \"v1\" cannot be handled as a Lease: spec.{field}: {e}"),
+            )
+        })?;
+        obj["spec"][field] = Value::String(t.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string());
+    }
+    Ok(())
+}
+
 /// Fields that count as "spec" for generation: everything but metadata and status.
 fn spec_of(v: &Value) -> Value {
     let mut c = v.clone();
@@ -593,6 +612,9 @@ impl Store {
         if res.key() == "/secrets" {
             normalize_secret(&mut obj)?;
         }
+        if res.key() == "coordination.k8s.io/leases" {
+            normalize_lease(&mut obj)?;
+        }
         let mut name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         if name.is_empty() {
             if let Some(prefix) = obj["metadata"]["generateName"].as_str() {
@@ -716,6 +738,9 @@ impl Store {
         }
         if res.key() == "/secrets" {
             normalize_secret(&mut obj)?;
+        }
+        if res.key() == "coordination.k8s.io/leases" {
+            normalize_lease(&mut obj)?;
         }
         // A stale resourceVersion is a 409 Conflict, worded as the real API server words it:
         // `OptimisticLockErrorMsg` in k8s.io/apiserver/pkg/registry/generic/registry/store.go, wrapped
