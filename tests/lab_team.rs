@@ -693,3 +693,47 @@ fn a_run_with_another_state_dir_uses_the_served_lab() {
     }
     stop(server);
 }
+
+#[test]
+fn a_patch_naming_a_stale_resource_version_is_a_conflict() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let tmp = tempfile::tempdir().unwrap();
+        let server = apiserver::serve(ServeOptions {
+            cluster: "infra".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let c = client(tmp.path(), "infra", &server.url()).await;
+        let leases: Api<Lease> = Api::namespaced(c, "default");
+        let lease: Lease = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "bootstrap-lock"},
+            "spec": {"holderIdentity": "alice", "leaseDurationSeconds": 30}
+        }))
+        .unwrap();
+        let created = leases.create(&PostParams::default(), &lease).await.unwrap();
+        let rv = created.metadata.resource_version.clone().unwrap();
+        let pp = kube::api::PatchParams::default();
+        // With the current resourceVersion it applies; the same again is stale.
+        let patch = serde_json::json!({"metadata": {"resourceVersion": rv}, "spec": {"holderIdentity": "bob"}});
+        let got = leases
+            .patch("bootstrap-lock", &pp, &kube::api::Patch::Merge(&patch))
+            .await
+            .unwrap();
+        assert_eq!(got.spec.unwrap().holder_identity.as_deref(), Some("bob"));
+        let stale = api_error(
+            leases
+                .patch("bootstrap-lock", &pp, &kube::api::Patch::Merge(&patch))
+                .await,
+        );
+        assert_eq!((stale.code, stale.reason.as_str()), (409, "Conflict"));
+        // Without one, it applies to whatever is stored.
+        let free = serde_json::json!({"spec": {"holderIdentity": "carol"}});
+        leases
+            .patch("bootstrap-lock", &pp, &kube::api::Patch::Merge(&free))
+            .await
+            .unwrap();
+        server.shutdown().await;
+    });
+}

@@ -739,6 +739,7 @@ fn patch(
         Err(e) => return err(e),
     };
     let status_only = t.sub.as_deref() == Some("status");
+    let read_rv = base["metadata"]["resourceVersion"].clone();
     let result: Result<(), String> = if ct.starts_with("application/json-patch+json") {
         serde_json::from_slice::<json_patch::Patch>(body)
             .map_err(|e| e.to_string())
@@ -763,7 +764,11 @@ fn patch(
             format!("the patch could not be applied: {e}"),
         ));
     }
-    if let Some(m) = base["metadata"].as_object_mut() {
+    // A patch that names a resourceVersion is a precondition, as on a real server (a stale one is
+    // the same 409 Conflict as a PUT's); otherwise the patch applies to whatever is stored.
+    if base["metadata"]["resourceVersion"] == read_rv
+        && let Some(m) = base["metadata"].as_object_mut()
+    {
         m.remove("resourceVersion");
     }
     match store.update(&t.res, t.ns.as_deref(), name, base, status_only, dry_run) {

@@ -115,7 +115,8 @@ pub fn server_of(kubeconfig: Option<&str>, context: Option<&str>) -> Option<Stri
 
 /// What kubectl prints when a request fails: the server's Status, or, when the server cannot be
 /// reached, kubectl's own words (`The connection to the server HOST:PORT was refused - did you
-/// specify the right host or port?` for a refused connection).
+/// specify the right host or port?` for a refused connection: kubectl's `standardErrorMessage` in
+/// k8s.io/kubectl/pkg/cmd/util/helpers.go; tests/lab_team.rs runs a real kubectl into an outage).
 pub fn request_error(e: &color_eyre::Report, server: Option<&str>) -> String {
     if let Some(kube::Error::Api(s)) = e.downcast_ref::<kube::Error>() {
         return format!("Error from server ({}): {}", s.reason, s.message);
