@@ -149,6 +149,47 @@ pub enum Command {
     /// The simulated two-cluster lab.
     #[command(subcommand)]
     Lab(LabCommand),
+    /// Where the state is kept (local, or shared in a cluster) and who holds its lock.
+    #[command(subcommand)]
+    State(StateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StateCommand {
+    /// Print the backend, its location, the holder of the lock and the last run.
+    #[command(after_help = "Examples:
+  bootstrap state show
+  bootstrap state show --report     # the last run's report, from wherever it ran
+  bootstrap state show --output json")]
+    Show(StateShowArgs),
+    /// Move the state to the cluster the plan's `state:` names, or back to this machine.
+    #[command(after_help = "Examples:
+  bootstrap state migrate --to kubernetes
+  bootstrap state migrate --to local")]
+    Migrate(StateMigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StateShowArgs {
+    /// Print the last run's markdown report instead.
+    #[arg(long)]
+    pub report: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StateMigrateArgs {
+    /// Where to move it.
+    #[arg(long, value_enum)]
+    pub to: StateTarget,
+    /// Replace what the target holds (another plan's state, or a copy of this one).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateTarget {
+    Kubernetes,
+    Local,
 }
 
 #[derive(Debug, Args)]

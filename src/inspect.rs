@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::cli::{Global, LogsArgs, OutputMode, ShowArgs};
 use crate::error::{Exit, Result, UserError};
-use crate::state::{FileStore, Record, Store};
+use crate::state::{FileStore, Record};
 use crate::workspace::Workspace;
 
 /// Every record of the journal (a torn last line is skipped, as on load).
@@ -80,7 +80,11 @@ fn attempt_lines(text: &str, starts: &[String], n: usize) -> String {
 }
 
 /// `bootstrap logs STEP [--attempt N] [-f]`.
-pub fn logs_command(g: &Global, a: &LogsArgs) -> Result<Exit> {
+pub fn logs_command(
+    g: &Global,
+    a: &LogsArgs,
+    choose: crate::engine::environment::Chooser,
+) -> Result<Exit> {
     let ws = Workspace::load(g)?;
     if ws.dag.get(&a.step).is_none() {
         return Err(unknown_step(&ws, &a.step).into());
@@ -89,7 +93,9 @@ pub fn logs_command(g: &Global, a: &LogsArgs) -> Result<Exit> {
     let mut tries = attempts(&recs, &a.step);
     if tries.is_empty() {
         // Its records were compacted into the snapshot, which keeps its last run's attempts.
-        let state = FileStore::new(&ws.state_dir).load()?;
+        let state = crate::engine::environment::with_clusters(&ws, choose, || {
+            crate::state::backend::load(Some(&ws.spec.plan), &ws.state_dir)
+        })?;
         if let Some(s) = state.steps.get(&a.step) {
             tries = (s.starts.iter().enumerate())
                 .map(|(n, at)| (s.run_id.clone(), n as u32 + 1, at.clone(), s.log.clone()))
@@ -170,7 +176,11 @@ pub fn logs_command(g: &Global, a: &LogsArgs) -> Result<Exit> {
 }
 
 /// `bootstrap show STEP`.
-pub fn show_command(g: &Global, a: &ShowArgs) -> Result<Exit> {
+pub fn show_command(
+    g: &Global,
+    a: &ShowArgs,
+    choose: crate::engine::environment::Chooser,
+) -> Result<Exit> {
     let ws = Workspace::load(g)?;
     if ws.dag.get(&a.step).is_none() {
         return Err(unknown_step(&ws, &a.step).into());
@@ -186,7 +196,9 @@ pub fn show_command(g: &Global, a: &ShowArgs) -> Result<Exit> {
         .iter()
         .find(|s| s.id == a.step)
         .ok_or_else(|| unknown_step(&ws, &a.step))?;
-    let state = FileStore::new(&ws.state_dir).load()?;
+    let state = crate::engine::environment::with_clusters(&ws, choose, || {
+        crate::state::backend::load(Some(&ws.spec.plan), &ws.state_dir)
+    })?;
     let recorded = state.steps.get(&a.step);
     let changed = recorded.is_some_and(|r| r.fingerprint != step.fingerprint);
     let history: Vec<Record> = records(&ws.state_dir)

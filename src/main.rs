@@ -68,11 +68,27 @@ fn main() -> ExitCode {
         (false, 1) => tracing::Level::INFO,
         (false, _) => tracing::Level::DEBUG,
     };
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(decision.stderr)
+    // The kube client logs every failed request at ERROR; the state backend says what failed in
+    // its own words, so the client's lines show only at -vv.
+    let kube_level = if g.verbose >= 2 {
+        tracing::level_filters::LevelFilter::from_level(level)
+    } else {
+        tracing::level_filters::LevelFilter::OFF
+    };
+    let targets = tracing_subscriber::filter::Targets::new()
+        .with_default(level)
+        .with_target("kube_client", kube_level);
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(decision.stderr)
+                .with_filter(targets),
+        )
         .try_init();
     if let Err(e) = bootstrap::project::resolve(&mut cli.global) {
         eprintln!("error: {e}");
@@ -105,12 +121,13 @@ fn main() -> ExitCode {
         Command::Lint(args) => bootstrap::lint::lint_command(g, &args),
         Command::Run(args) => bootstrap::commands::run_command(g, &args, &environment_for),
         Command::Resume(args) => bootstrap::commands::resume_command(g, &args, &environment_for),
-        Command::Status(args) => bootstrap::commands::status_command(g, &args),
+        Command::Status(args) => bootstrap::commands::status_command(g, &args, &environment_for),
         Command::Reset(args) => bootstrap::commands::reset_command(g, &args),
         Command::Unlock(args) => bootstrap::commands::unlock_command(g, &args),
-        Command::Logs(args) => bootstrap::inspect::logs_command(g, &args),
-        Command::Show(args) => bootstrap::inspect::show_command(g, &args),
+        Command::Logs(args) => bootstrap::inspect::logs_command(g, &args, &environment_for),
+        Command::Show(args) => bootstrap::inspect::show_command(g, &args, &environment_for),
         Command::Man => bootstrap::inspect::man_command(),
+        Command::State(cmd) => bootstrap::commands::state_command(g, &cmd, &environment_for),
         Command::Lab(cmd) => {
             let result = lab_command(g, &cmd);
             if matches!(cmd, bootstrap::cli::LabCommand::Reset)

@@ -25,6 +25,7 @@ const FAMILIES: &[&str] = &[
     "coredns",
     "online",
     "check-strength",
+    "state",
 ];
 
 fn root() -> PathBuf {

@@ -4,9 +4,11 @@
 
 mod plan;
 mod run;
+mod state;
 
 pub use plan::{graph_command, plan_command};
 pub use run::{
     STATUS_SCHEMA, probe, reset_command, resume_command, run_command, status_command,
     unlock_command,
 };
+pub use state::state_command;

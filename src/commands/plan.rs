@@ -15,7 +15,9 @@ pub fn plan_command(
 ) -> Result<Exit> {
     let ws = crate::lint::load_checked(g)?;
     let sel = ws.dag.select(&a.selection.phases, &a.selection.steps)?;
-    let mut view = build(&ws, &sel, &a.selection);
+    let mut view = crate::engine::environment::with_clusters(&ws, choose, || {
+        Ok(build(&ws, &sel, &a.selection))
+    })?;
     if a.probe {
         super::run::probe(&ws, &mut view, choose)?;
         // What only the live world knows (lint --online), as warnings.
@@ -96,7 +98,7 @@ pub fn graph_command(g: &Global, a: &GraphArgs) -> Result<Exit> {
     let sel = ws.dag.select(&a.phases, &[])?;
     let all = graph::edges(&ws.dag, &sel);
     let status = a.status.then(|| {
-        let recorded = crate::state::recorded_statuses(&ws.state_dir);
+        let recorded = crate::state::recorded_statuses(&ws.spec.plan, &ws.state_dir);
         sel.order
             .iter()
             .map(|&i| {

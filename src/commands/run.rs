@@ -13,7 +13,7 @@ use crate::engine::environment::Chooser;
 use crate::engine::{Outputs, RunOptions, action, execute};
 use crate::error::{Exit, ExitError, Result, UserError};
 use crate::state::StepStatus;
-use crate::state::{FileStore, Lock, LockError, Record, Store};
+use crate::state::{Lock, LockError, Record};
 use crate::workspace::Workspace;
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -183,7 +183,9 @@ fn nothing_to_do(
     g: &Global,
     choose: Chooser,
 ) -> Result<bool> {
-    let state = FileStore::new(&ws.state_dir).load()?;
+    let state = crate::engine::environment::with_clusters(ws, choose, || {
+        crate::state::backend::load(Some(&ws.spec.plan), &ws.state_dir)
+    })?;
     let all_done = sel.order.iter().all(|&i| {
         let w = &ws.dag.work[i];
         state
@@ -277,7 +279,9 @@ fn saved_plan_selection(
 /// `bootstrap resume`.
 pub fn resume_command(g: &Global, a: &ResumeArgs, choose: Chooser) -> Result<Exit> {
     let ws = crate::lint::load_checked(g)?;
-    let state = FileStore::new(&ws.state_dir).load()?;
+    let state = crate::engine::environment::with_clusters(&ws, choose, || {
+        crate::state::backend::load(Some(&ws.spec.plan), &ws.state_dir)
+    })?;
     let Some(last) = state.last_run else {
         return Err(UserError::new(format!(
             "there is no run to resume in {}",
@@ -329,9 +333,16 @@ pub fn resume_command(g: &Global, a: &ResumeArgs, choose: Chooser) -> Result<Exi
 pub const STATUS_SCHEMA: u32 = 1;
 
 /// `bootstrap status` (`--format json` or `--output json` for the JSON document).
-pub fn status_command(g: &Global, a: &StatusArgs) -> Result<Exit> {
-    let (state_dir, index) = match status_units_from_index(g, &a.selection) {
-        Some(found) => found,
+pub fn status_command(g: &Global, a: &StatusArgs, choose: Chooser) -> Result<Exit> {
+    // The unit index serves local state; state in a cluster is read with the plan at hand (the
+    // lab's clusters are brought up for it).
+    let from_index = status_units_from_index(g, &a.selection)
+        .filter(|(dir, _)| !crate::state::backend::pointer_path(dir).exists());
+    let (state_dir, index, state) = match from_index {
+        Some((dir, index)) => {
+            let state = crate::state::backend::load(None, &dir)?;
+            (dir, index, state)
+        }
         None => {
             let ws = crate::lint::load(g)?;
             let keep = status_filter(&ws, &a.selection)?;
@@ -340,11 +351,13 @@ pub fn status_command(g: &Global, a: &StatusArgs) -> Result<Exit> {
             if a.selection.phases.is_empty() && a.selection.steps.is_empty() {
                 crate::index::write(&ws, &g.plan, &g.phases);
             }
-            (ws.state_dir.clone(), index)
+            let state = crate::engine::environment::with_clusters(&ws, choose, || {
+                crate::state::backend::load(Some(&ws.spec.plan), &ws.state_dir)
+            })?;
+            (ws.state_dir.clone(), index, state)
         }
     };
     let units = &index.units;
-    let state = FileStore::new(&state_dir).load()?;
     let holder = Lock::holder(&state_dir);
     let rows: Vec<StatusRow> = units
         .iter()
@@ -657,11 +670,26 @@ pub fn reset_command(g: &Global, a: &ResetArgs) -> Result<Exit> {
         }
         Err(LockError::Io(e)) => return Err(e.into()),
     };
-    FileStore::new(&ws.state_dir).append(&Record::Reset {
+    let me = crate::state::Holder {
+        pid: std::process::id(),
+        host: crate::state::hostname(),
+        started: crate::state::now(),
+        run_id: "reset".into(),
+    };
+    let lost = crate::state::kube::Lost::new();
+    let mut store = crate::state::backend::open_for_run(&ws.spec.plan, &ws.state_dir, &me, &lost)?;
+    store.append(&Record::Reset {
         at: crate::state::now(),
         ids: ids.clone(),
         all: a.all,
     })?;
+    if store.unsent() > 0 {
+        return Err(color_eyre::eyre::eyre!(
+            "the reset is recorded on this machine only: {} cannot be reached; run `bootstrap reset` again once it can",
+            store.describe()
+        ));
+    }
+    drop(store);
     if g.output == crate::cli::OutputMode::Json {
         println!(
             "{}",

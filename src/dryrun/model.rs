@@ -201,7 +201,7 @@ fn gate_item_view(i: &GateCheck) -> GateItemView {
 
 /// Build the dry-run view of a selection.
 pub fn build(ws: &Workspace, sel: &Selection, args: &SelectionArgs) -> DryRun {
-    let recorded = crate::state::recorded_statuses(&ws.state_dir);
+    let recorded = crate::state::recorded_statuses(&ws.spec.plan, &ws.state_dir);
     let status_of = |id: &str, fp: &str| -> StepStatus {
         match recorded.get(id) {
             None => StepStatus::NeverRun,

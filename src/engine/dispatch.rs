@@ -291,6 +291,11 @@ impl Dispatcher {
         self.stopping = true;
     }
 
+    /// The run may not go on (its lock is lost): nothing new starts, what runs finishes.
+    pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
     /// Nothing runs and nothing more will start.
     pub fn is_over(&self) -> bool {
         self.running.is_empty() && (self.ready.is_empty() || self.stopping)

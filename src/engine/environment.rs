@@ -59,3 +59,32 @@ impl Environment for NoLab {
         Box::pin(async {})
     }
 }
+
+/// Whether the state may be in a cluster (a pointer, or the plan's `state:` names one).
+pub fn maybe_in_cluster(ws: &crate::workspace::Workspace) -> bool {
+    crate::state::backend::pointer_path(&ws.state_dir).exists()
+        || crate::state::backend::location(&ws.spec.plan, &ws.state_dir).is_some()
+}
+
+/// Run `f` with the plan's clusters reachable: for a lab plan whose state may be in a cluster, the
+/// lab is brought up for the command's duration (served, or joined when another process serves
+/// it), as real clusters are simply there.
+pub fn with_clusters<T>(
+    ws: &crate::workspace::Workspace,
+    choose: Chooser,
+    f: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    if !(ws.spec.plan.lab && maybe_in_cluster(ws)) {
+        return f();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut env = choose(ws);
+        env.start().await?;
+        let out = tokio::task::block_in_place(f);
+        env.stop().await;
+        out
+    })
+}

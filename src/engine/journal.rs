@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use crate::error::Result;
 use crate::report::Event;
-use crate::state::{FileStore, Outcome, Record, Store};
+use crate::state::{Outcome, Record, Store};
 use crate::workspace::Workspace;
 
 /// What the run started with that its `run-started` record keeps (beyond the event).
@@ -20,7 +20,7 @@ pub(crate) struct Selection {
 }
 
 pub(crate) struct Journal {
-    pub store: FileStore,
+    pub store: Box<dyn Store>,
     run_id: String,
     selection: Selection,
     /// Each unit's current definition fingerprint, by id.
@@ -28,9 +28,14 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    pub fn new(ws: &Workspace, run_id: String, selection: Selection) -> Journal {
+    pub fn new(
+        ws: &Workspace,
+        store: Box<dyn Store>,
+        run_id: String,
+        selection: Selection,
+    ) -> Journal {
         Journal {
-            store: FileStore::new(&ws.state_dir),
+            store,
             run_id,
             selection,
             fingerprints: ws
@@ -110,8 +115,20 @@ impl Journal {
         }
     }
 
-    /// Make every record written so far durable: one fsync for the batch.
+    /// Make every record written so far durable: one fsync for the batch (and, for a cluster
+    /// backend, one write to it; the other tasks of the runtime go on meanwhile).
     pub fn flush(&mut self) -> Result<()> {
-        self.store.sync()
+        blocking(|| self.store.sync())
+    }
+}
+
+/// Run `f`, which may block on a store, without stalling the runtime's other tasks (the lab's API
+/// server may be one of them).
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }

@@ -28,7 +28,8 @@ use crate::error::{Exit, ExitError, Result};
 use crate::report::{Event, Reporter};
 use crate::secrets::Redactor;
 use crate::spec::phase::OnChange;
-use crate::state::{FileStore, Lock, LockError, Outcome, Store};
+use crate::state::kube::Lost;
+use crate::state::{Holder, Lock, LockError, Outcome, backend};
 use crate::workspace::Workspace;
 use dispatch::{Dispatcher, RunOutcome};
 use environment::Environment;
@@ -134,11 +135,30 @@ pub async fn execute(
     let run_id = new_run_id();
     let signals = Signals::install();
     let lock = take_lock(ws, &run_id)?;
-    // Compacted on run start: the journal becomes one snapshot record, then this run's records.
-    let mut store = FileStore::new(&ws.state_dir);
-    let (before, after) = store.compact()?;
-    tracing::debug!("journal compacted: {before} -> {after} bytes");
-    let state = store.load()?;
+    // Where steps run comes first: the lab's clusters may be where the state is.
+    let extra = environment.start().await?;
+    let lost = Lost::new();
+    let me = Holder {
+        pid: std::process::id(),
+        host: crate::state::hostname(),
+        started: crate::state::now(),
+        run_id: run_id.clone(),
+    };
+    let opened = journal::blocking(|| -> Result<_> {
+        let mut store = backend::open_for_run(&ws.spec.plan, &ws.state_dir, &me, &lost)?;
+        // Compacted on run start: the journal becomes one snapshot record, then this run's.
+        let (before, after) = store.compact()?;
+        tracing::debug!("journal compacted: {before} -> {after} bytes");
+        let state = store.load()?;
+        Ok((store, state))
+    });
+    let (store, state) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            environment.stop().await;
+            return Err(e);
+        }
+    };
     let todo = prepare::work(ws, sel, &state, opts.refresh);
     let unconfirmed = confirm(ws, &todo, opts, g).await;
     let plan = prepare::run_plan(ws, sel, &state, &todo, unconfirmed, opts);
@@ -153,6 +173,7 @@ pub async fn execute(
 
     let journal = journal::Journal::new(
         ws,
+        store,
         run_id.clone(),
         journal::Selection {
             phases: opts.phases.clone(),
@@ -160,6 +181,8 @@ pub async fn execute(
         },
     );
     let mut run = run::Run::new(ws, outputs, journal, run_id.clone(), started);
+    run.lost = lost.clone();
+    run.me = me;
     run.emit(Event::RunStarted {
         run_id: run_id.clone(),
         plan: ws.spec.plan.name.value.clone(),
@@ -168,8 +191,7 @@ pub async fn execute(
         concurrency,
         resumed: opts.resumed,
     })?;
-    stop_orphans(&run.journal.store.load()?);
-    let extra = environment.start().await?;
+    stop_orphans(&state);
     let mut env = base_env(ws, &extra);
     // Marks every process the run starts, so a later run can tell its orphans from strangers.
     env.insert("BOOTSTRAP_RUN_ID".into(), run_id.clone());
@@ -182,9 +204,11 @@ pub async fn execute(
         state,
     });
     let driven = run.drive(&mut dispatcher, shared, &signals).await;
+    let exit = driven.and_then(|()| finish(&mut run, &dispatcher, &signals, g));
+    // The store gives its lock up while the clusters (the lab's, too) are still there.
+    journal::blocking(|| drop(run));
     environment.stop().await;
-    driven?;
-    let exit = finish(&mut run, &dispatcher, &signals, g)?;
+    let exit = exit?;
     drop(lock);
     Ok(exit)
 }
@@ -286,6 +310,7 @@ fn finish(run: &mut run::Run, disp: &Dispatcher, signals: &Signals, g: &Global) 
         .write(&run.ws.state_dir, &run.run_id)
         .map(|p| p.display().to_string())
         .unwrap_or_default();
+
     let failed = disp
         .failed()
         .iter()
@@ -300,11 +325,30 @@ fn finish(run: &mut run::Run, disp: &Dispatcher, signals: &Signals, g: &Global) 
         outcome: outcome.as_str().into(),
         duration_ms: run.started.elapsed().as_millis() as u64,
         failed,
-        report: report_path,
+        report: report_path.clone(),
     })?;
     run.reporter.finish();
+    // A teammate sees the last run's report where the state is (the local store has it on disk).
+    if let Ok(md) = std::fs::read_to_string(&report_path) {
+        let run_id = run.run_id.clone();
+        journal::blocking(|| run.journal.store.keep_report(&run_id, &md));
+    }
     // What `status` reads next (the snapshot plus whatever is recorded after it).
-    run.journal.store.write_snapshot();
+    run.journal.store.finished();
+    if run.lost.is_set() {
+        eprintln!(
+            "\nrun {} stopped: {}. It started nothing new after that; what it recorded is kept{}. The next run takes the lock over once the lease has expired.",
+            run.run_id,
+            run.lost.reason(),
+            match run.journal.store.unsent() {
+                0 => String::new(),
+                n => format!(
+                    " ({n} record(s) on this machine until the cluster can be reached: the next run from here sends them)"
+                ),
+            }
+        );
+        return Ok(Exit::Locked);
+    }
     Ok(match outcome {
         RunOutcome::Succeeded => Exit::Ok,
         RunOutcome::Interrupted => signals.exit(),

@@ -21,7 +21,8 @@ use crate::dag::Work;
 use crate::error::Result;
 use crate::report::{Event, Fanout, MarkdownReport, Reporter};
 use crate::secrets::Redactor;
-use crate::state::{Outcome, State};
+use crate::state::kube::Lost;
+use crate::state::{Holder, Outcome, State};
 use crate::workspace::Workspace;
 
 /// What to do about a message once its batch of records is durable.
@@ -59,6 +60,10 @@ pub(crate) struct Run<'a> {
     dirty_since: Option<Instant>,
     /// Events held back until the records before them are durable (record, then report).
     held: Vec<Event>,
+    /// Set when the run loses its lock in a cluster backend: nothing new starts.
+    pub lost: Arc<Lost>,
+    /// This run as the lock's holder.
+    pub me: Holder,
 }
 
 /// How long a record that nobody waits for (a finished unit, a spawned process group) may wait
@@ -84,6 +89,13 @@ impl<'a> Run<'a> {
             phases: BTreeSet::new(),
             dirty_since: None,
             held: Vec::new(),
+            lost: Lost::new(),
+            me: Holder {
+                pid: std::process::id(),
+                host: crate::state::hostname(),
+                started: crate::state::now(),
+                run_id: String::new(),
+            },
         }
     }
 
@@ -278,7 +290,13 @@ impl<'a> Run<'a> {
         self.report(finished_event(w, &r));
         if let Some(phase) = gate {
             let passed = r.outcome.is_done();
-            self.report(Event::GateFinished { phase, passed });
+            self.report(Event::GateFinished {
+                phase: phase.clone(),
+                passed,
+            });
+            if passed {
+                self.migrate_after(&phase);
+            }
         }
         if r.outcome == Outcome::Failed {
             self.tails.insert(id, (r.tail, r.log));
@@ -337,6 +355,47 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// `state: { backend: kubernetes, after: <phase> }`: once that phase's gate has passed, the
+    /// state moves into the cluster and the run goes on writing there. A failure to move is said
+    /// and the run goes on with the local state (the next run tries again).
+    fn migrate_after(&mut self, phase: &str) {
+        let plan = &self.ws.spec.plan;
+        let wanted = plan
+            .state
+            .as_ref()
+            .and_then(|s| s.after.as_ref())
+            .is_some_and(|a| a.value == phase);
+        let state_dir = &self.ws.state_dir;
+        if !wanted
+            || crate::state::backend::pointer(state_dir)
+                .ok()
+                .flatten()
+                .is_some()
+        {
+            return;
+        }
+        let Some(loc) = crate::state::backend::location(plan, state_dir) else {
+            return;
+        };
+        let (lost, me) = (self.lost.clone(), self.me.clone());
+        let moved = super::journal::blocking(|| -> Result<crate::state::kube::KubeStore> {
+            // Everything so far is durable locally before it is copied.
+            self.journal.flush()?;
+            crate::state::backend::migrate_to_kubernetes(plan, state_dir, &loc, false, &me, &lost)
+        });
+        match moved {
+            Ok(k) => {
+                eprintln!(
+                    "note: phase {phase} passed its gate: the state moved to {loc} (state.after); later runs and teammates find it there"
+                );
+                self.journal.store = Box::new(k);
+            }
+            Err(e) => eprintln!(
+                "warning: the state stays local for now: moving it to {loc} failed: {e:#}"
+            ),
+        }
+    }
+
     /// Drive the dispatcher until the run is over.
     pub async fn drive(
         &mut self,
@@ -347,6 +406,8 @@ impl<'a> Run<'a> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<Event>();
         let mut cancel = signals.cancel.clone();
+        let lost = self.lost.clone();
+        let mut lost_seen = false;
         loop {
             if signals.cancel.level() > 0 {
                 disp.interrupt();
@@ -370,6 +431,13 @@ impl<'a> Run<'a> {
                 }
                 Some(e) = ev_rx.recv() => self.report(e),
                 _ = super::action::interrupted(&mut cancel), if cancel.level() == 0 => disp.interrupt(),
+                _ = lost.wait(), if !lost_seen => {
+                    // Never two writers: start nothing more; what runs may finish and is recorded.
+                    lost_seen = true;
+                    eprintln!("error: {}; starting nothing new, letting what runs finish", lost.reason());
+                    disp.stop();
+                    signals.cancel_waits();
+                }
                 _ = tokio::time::sleep_until(self.commit_deadline()), if self.dirty_since.is_some() => self.sync()?,
             }
         }

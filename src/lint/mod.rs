@@ -21,6 +21,7 @@ mod order;
 mod plan;
 mod secrets;
 mod shell;
+mod state;
 mod talos;
 mod tool_versions;
 pub mod tools;
@@ -94,6 +95,7 @@ fn collect(
         })
         .collect();
     findings.extend(versions::plan_version_findings(spec));
+    findings.extend(state::findings(spec));
     match dag {
         Ok(dag) => {
             let cx = Ctx::new(spec, dag, state_dir);

@@ -75,7 +75,7 @@ impl MarkdownReport {
                 run_id = r.clone();
                 let _ = writeln!(
                     o,
-                    "# Run {r}\n\n- Plan: `{plan}`{}\n- Steps selected: {steps}\n- By: {} on {}\n- Tool: bootstrap {}\n",
+                    "# Run {r}\n\n- Plan: `{plan}`{}\n- Steps selected: {steps}\n- By: {} on {} (its step logs stay on that machine)\n- Tool: bootstrap {}\n",
                     if *lab { " (lab)" } else { "" },
                     std::env::var("USER")
                         .or_else(|_| std::env::var("LOGNAME"))

@@ -37,6 +37,10 @@ pub struct Plan {
     /// Lab settings (speed, faults); only read when `lab: true`.
     #[serde(default)]
     pub lab_settings: LabSettings,
+    /// Where the run's state lives: the local state directory (default) or, for a team, a
+    /// namespace of a cluster (`backend: kubernetes`).
+    #[serde(default)]
+    pub state: Option<StateSettings>,
     /// The directory of the plan file, absolute (set by `spec::load_plan`): relative paths written
     /// in the plan are read from here, as cargo reads paths in `Cargo.toml`.
     #[serde(skip)]
@@ -166,6 +170,46 @@ pub struct Paths {
     /// Other files steps reference, by name (files that must exist; relative to the plan file).
     #[serde(default)]
     pub files: BTreeMap<String, Spanned<String>>,
+}
+
+/// `state:`: where the journal and the lock live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSettings {
+    pub backend: StateBackend,
+    /// The kube context of the cluster that keeps the state (default: the first cluster's).
+    #[serde(default)]
+    pub context: Option<String>,
+    #[serde(default = "default_state_namespace")]
+    pub namespace: String,
+    /// Keep the state locally until this phase's gate has passed, then move it (the cluster that
+    /// keeps it does not exist before). Without it, the state is in the cluster from the start.
+    #[serde(default)]
+    pub after: Option<Spanned<String>>,
+    /// The kubeconfig to reach it (relative to the plan file; default: `paths.kubeconfig` when
+    /// that file exists, else `$KUBECONFIG` or `~/.kube/config`, as kubectl does).
+    #[serde(default)]
+    pub kubeconfig: Option<String>,
+    /// How long the run lock (a Lease) lasts without renewal (default 30 s; renewed every third).
+    #[serde(default)]
+    pub lease_seconds: Option<Spanned<u32>>,
+}
+
+impl StateSettings {
+    pub fn lease_seconds(&self) -> u32 {
+        self.lease_seconds.as_ref().map_or(30, |s| s.value)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    Local,
+    Kubernetes,
+}
+
+fn default_state_namespace() -> String {
+    "bootstrap-system".into()
 }
 
 /// Lab settings: how fast simulated time runs and which faults to inject.

@@ -88,7 +88,7 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
 }
 
 /// Fold journal lines into `state`; `first_line` numbers the first one in warnings.
-fn fold(state: &mut State, text: &[u8], path: &Path, first_line: usize) {
+pub(super) fn fold(state: &mut State, text: &[u8], path: &Path, first_line: usize) {
     let lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
     let last = lines.iter().rposition(|l| !l.is_empty()).unwrap_or(0);
     for (i, line) in lines.iter().enumerate() {
@@ -233,6 +233,23 @@ impl Store for FileStore {
             return Ok((0, 0));
         }
         let state = self.load()?;
+        let after = self.replace_with(&state)?;
+        Ok((before, after))
+    }
+
+    fn finished(&self) {
+        self.write_snapshot();
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+impl FileStore {
+    /// Make the journal one snapshot record of `state`, atomically. Returns its size.
+    pub fn replace_with(&mut self, state: &State) -> Result<u64> {
+        let state = state.clone();
         let mut line = serde_json::to_vec(&Record::Snapshot {
             at: super::now(),
             state: Box::new(state),
@@ -253,6 +270,29 @@ impl Store for FileStore {
         // Appends go to the new file from now on.
         self.file = None;
         self.unsynced = false;
-        Ok((before, line.len() as u64))
+        let _ = std::fs::remove_file(self.snapshot_path());
+        Ok(line.len() as u64)
+    }
+
+    /// Set the journal aside (its records moved to another backend): `journal.migrated.jsonl`.
+    pub fn set_aside(&mut self) -> Result<()> {
+        self.file = None;
+        let _ = std::fs::remove_file(self.snapshot_path());
+        match std::fs::rename(
+            &self.path,
+            self.path.with_file_name("journal.migrated.jsonl"),
+        ) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(color_eyre::eyre::eyre!(
+                "cannot set the journal {} aside: {e}",
+                self.path.display()
+            )),
+        }
+    }
+
+    /// Whether the journal holds any record.
+    pub fn is_empty(&self) -> bool {
+        std::fs::metadata(&self.path).map_or(true, |m| m.len() == 0)
     }
 }

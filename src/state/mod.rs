@@ -4,9 +4,12 @@
 //! same records in a Kubernetes object). It never stores secret values: records hold ids, outcomes,
 //! fingerprints, exit codes, durations and log paths, and details pass through redaction first.
 
+pub mod backend;
 pub mod definitions;
 mod journal;
+pub mod kube;
 mod lock;
+pub mod remote;
 
 use std::collections::BTreeMap;
 
@@ -47,9 +50,10 @@ impl StepStatus {
 
 /// Recorded outcome and fingerprint of every step, from the journal in `state_dir`.
 pub fn recorded_statuses(
+    plan: &crate::spec::Plan,
     state_dir: &std::path::Path,
 ) -> std::collections::HashMap<String, (StepStatus, String)> {
-    let state = FileStore::new(state_dir).load().unwrap_or_default();
+    let state = backend::load(Some(plan), state_dir).unwrap_or_default();
     state
         .steps
         .values()
@@ -192,6 +196,9 @@ pub struct RunState {
     /// `running` if no RunFinished was recorded (the process died), else its outcome.
     pub outcome: String,
     pub finished: Option<String>,
+    /// The machine it ran on (its step logs are there).
+    #[serde(default)]
+    pub host: String,
 }
 
 /// Everything the journal says, folded.
@@ -210,6 +217,7 @@ impl State {
                 at,
                 phases,
                 steps,
+                host,
                 ..
             } => {
                 self.last_run = Some(RunState {
@@ -219,6 +227,7 @@ impl State {
                     steps: steps.clone(),
                     outcome: "running".into(),
                     finished: None,
+                    host: host.clone(),
                 });
             }
             Record::StepStarted {
@@ -339,6 +348,16 @@ pub trait Store: Send {
     /// Replace the records with one snapshot of what they add up to, atomically (a crash leaves
     /// either the old journal or the new one). Returns the sizes before and after.
     fn compact(&mut self) -> crate::error::Result<(u64, u64)>;
+    /// The run has ended: leave what readers want next (the local store's state snapshot).
+    fn finished(&self) {}
+    /// Keep the run's markdown report where teammates see it (the local store has it on disk).
+    fn keep_report(&mut self, _run_id: &str, _markdown: &str) {}
+    /// Where the records are, for messages.
+    fn describe(&self) -> String;
+    /// Records kept on this machine that the backend does not have yet.
+    fn unsent(&self) -> usize {
+        0
+    }
 }
 
 /// Now, as RFC 3339 (UTC).
