@@ -122,7 +122,7 @@ fn main() -> ExitCode {
         Command::Run(args) => bootstrap::commands::run_command(g, &args, &environment_for),
         Command::Resume(args) => bootstrap::commands::resume_command(g, &args, &environment_for),
         Command::Status(args) => bootstrap::commands::status_command(g, &args, &environment_for),
-        Command::Reset(args) => bootstrap::commands::reset_command(g, &args),
+        Command::Reset(args) => bootstrap::commands::reset_command(g, &args, &environment_for),
         Command::Unlock(args) => bootstrap::commands::unlock_command(g, &args),
         Command::Logs(args) => bootstrap::inspect::logs_command(g, &args, &environment_for),
         Command::Show(args) => bootstrap::inspect::show_command(g, &args, &environment_for),

@@ -5,7 +5,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::text;
 
@@ -37,11 +38,23 @@ const AFTER_FOUNDATION: &str = "  backend: kubernetes\n  context: admin@infra\n 
 
 /// `bootstrap` with this plan and state dir; `lab_home` shares one lab between state dirs.
 fn bs(plan: &Path, state: &Path, lab_home: Option<&Path>, args: &[&str]) -> Output {
+    cmd(plan, &root().join("phases"), state, lab_home, args)
+        .output()
+        .expect("run bootstrap")
+}
+
+fn cmd(
+    plan: &Path,
+    phases: &Path,
+    state: &Path,
+    lab_home: Option<&Path>,
+    args: &[&str],
+) -> Command {
     let mut c = Command::new(common::bin());
     c.arg("--plan")
         .arg(plan)
         .arg("--phases")
-        .arg(root().join("phases"))
+        .arg(phases)
         .arg("--state-dir")
         .arg(state)
         .args(args)
@@ -50,10 +63,14 @@ fn bs(plan: &Path, state: &Path, lab_home: Option<&Path>, args: &[&str]) -> Outp
         .env("NO_COLOR", "1")
         .current_dir(root());
     match lab_home {
-        Some(h) => c.env("BOOTSTRAP_LAB_HOME", h),
-        None => c.env_remove("BOOTSTRAP_LAB_HOME"),
+        // A teammate's kubeconfig: the shared lab's.
+        Some(h) => c
+            .env("BOOTSTRAP_LAB_HOME", h)
+            .env("KUBECONFIG", h.join("kubeconfig")),
+        None => c.env_remove("BOOTSTRAP_LAB_HOME").env_remove("KUBECONFIG"),
     };
-    c.output().expect("run bootstrap")
+    c.env_remove("BOOTSTRAP_LAB_FAULTS");
+    c
 }
 
 fn ok(o: &Output, what: &str) -> String {
@@ -167,4 +184,386 @@ fn after_foundation_the_state_moves_into_the_cluster_and_back_by_command() {
     );
     assert_eq!(twice.status.code(), Some(2), "{}", text(&twice.stderr));
     assert!(text(&twice.stderr).contains("already in namespace bootstrap-system"));
+}
+
+/// A lab shared by several state directories (`BOOTSTRAP_LAB_HOME`), a plan that keeps its state in
+/// the infra cluster after foundation (lease 4 s), and phases: foundation, then a `team` phase.
+struct Team {
+    tmp: tempfile::TempDir,
+    plan: PathBuf,
+    phases: PathBuf,
+    home: PathBuf,
+}
+
+const TEAM_STATE: &str =
+    "  backend: kubernetes\n  context: admin@infra\n  after: foundation\n  lease_seconds: 4\n";
+
+impl Team {
+    /// `steps`: the `team` phase's steps (YAML list items, indented two spaces).
+    fn new(steps: &str) -> Team {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = team_plan(tmp.path(), "lab", TEAM_STATE);
+        let phases = tmp.path().join("phases");
+        std::fs::create_dir_all(&phases).unwrap();
+        std::fs::copy(
+            root().join("phases/01-foundation.yaml"),
+            phases.join("01-foundation.yaml"),
+        )
+        .unwrap();
+        std::fs::write(
+            phases.join("90-team.yaml"),
+            format!("id: team\ntitle: Team rehearsal\nsteps:\n{steps}"),
+        )
+        .unwrap();
+        let home = tmp.path().join("lab");
+        Team {
+            plan,
+            phases,
+            home,
+            tmp,
+        }
+    }
+    fn state(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+    fn cmd(&self, state: &str, args: &[&str]) -> Command {
+        cmd(
+            &self.plan,
+            &self.phases,
+            &self.state(state),
+            Some(&self.home),
+            args,
+        )
+    }
+    fn run(&self, state: &str, args: &[&str]) -> Output {
+        self.cmd(state, args).output().expect("run bootstrap")
+    }
+    /// Start a command in the background (with extra lab faults, read by whoever serves the lab).
+    fn spawn(&self, state: &str, args: &[&str], faults: Option<&str>) -> Child {
+        let mut c = self.cmd(state, args);
+        if let Some(f) = faults {
+            c.env("BOOTSTRAP_LAB_FAULTS", f);
+        }
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        Child(c.spawn().expect("spawn bootstrap"))
+    }
+}
+
+/// A background `bootstrap`, killed if the test ends first.
+struct Child(std::process::Child);
+
+impl Child {
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    fn wait(mut self) -> Output {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        use std::io::Read;
+        if let Some(mut o) = self.0.stdout.take() {
+            o.read_to_end(&mut out).unwrap();
+        }
+        if let Some(mut e) = self.0.stderr.take() {
+            e.read_to_end(&mut err).unwrap();
+        }
+        let status = self.0.wait().unwrap();
+        Output {
+            status,
+            stdout: out,
+            stderr: err,
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Poll until `f` holds (at most `secs`).
+fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// `state show --output json` from `state`.
+fn show(team: &Team, state: &str) -> serde_json::Value {
+    let o = team.run(state, &["state", "show", "--output", "json"]);
+    ok(&o, "state show");
+    json(&o)
+}
+
+/// `bootstrap lab serve` for the shared lab, in the background, once it serves.
+fn serve(team: &Team, faults: Option<&str>) -> Child {
+    let mut c = team.spawn("server", &["lab", "serve"], faults);
+    let out = c.0.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(out));
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("The lab is serving"), "{first}");
+    // Keep reading so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    c
+}
+
+#[test]
+fn a_second_state_dir_sees_the_same_steps_and_one_run_at_a_time_with_takeover_after_kill_9() {
+    // `slow` waits while its marker exists (the first run is killed there).
+    let slow = tempfile::tempdir().unwrap();
+    let marker = slow.path().join("hold");
+    let team = Team::new(&format!(
+        "  - id: slow\n    run: {{ cmd: [sh, -c, 'while test -e \"$0\"; do sleep 0.2; done', {m:?}] }}\n  - id: after-slow\n    needs: [slow]\n    run: {{ cmd: [\"true\"] }}\n",
+        m = marker.display().to_string()
+    ));
+    let found = team.run("alice", &["run", "--phase", "foundation"]);
+    assert!(ok(&found, "foundation").contains("the state moved to"));
+
+    // Bob's empty state dir, the same plan: the same steps.
+    let alice = team.run("alice", &["status", "--output", "json"]);
+    let bob = team.run("bob", &["status", "--output", "json"]);
+    ok(&bob, "bob's status");
+    assert!(
+        text(&bob.stderr).contains("using it (pointer written to"),
+        "{}",
+        text(&bob.stderr)
+    );
+    assert_eq!(statuses(&bob), statuses(&alice));
+    assert!(team.state("bob").join("backend.json").exists());
+
+    // Alice runs the team phase and holds the lock while `slow` waits.
+    std::fs::write(&marker, "").unwrap();
+    let a = team.spawn("alice", &["run", "--phase", "team"], None);
+    eventually(30, "alice's run to hold the lock", || {
+        show(&team, "bob")["lock"]["pid"].as_u64() == Some(u64::from(a.pid()))
+    });
+    let second = team.run("bob", &["run", "--phase", "team"]);
+    assert_eq!(second.status.code(), Some(3), "{}", text(&second.stderr));
+    let err = text(&second.stderr);
+    assert!(
+        err.contains(&format!("is locked by pid {} on", a.pid())),
+        "the second run names the first: {err}"
+    );
+
+    // kill -9 Alice: Bob's resume takes the lock over (her process is gone) and converges.
+    a.signal("-KILL");
+    drop(a);
+    std::fs::remove_file(&marker).unwrap();
+    let resumed = team.run("bob", &["resume"]);
+    let err = ok(&resumed, "bob's resume");
+    assert!(err.contains("took over the lock"), "{err}");
+    assert!(err.contains("its process is gone"), "{err}");
+    let end = team.run("alice", &["status", "--output", "json", "--phase", "team"]);
+    let rows = statuses(&end);
+    assert!(
+        rows.iter().all(|(_, s)| s == "done"),
+        "alice sees bob's finished run: {rows:?}"
+    );
+    assert_eq!(
+        show(&team, "alice")["lock"]["holder"],
+        serde_json::Value::Null
+    );
+}
+
+#[test]
+fn a_holder_that_stops_renewing_loses_the_lock_after_its_lease_and_never_writes_again() {
+    let hold = tempfile::tempdir().unwrap();
+    let marker = hold.path().join("hold");
+    let team = Team::new(&format!(
+        "  - id: slow\n    run: {{ cmd: [sh, -c, 'while test -e \"$0\"; do sleep 0.2; done', {m:?}] }}\n  - id: after-slow\n    needs: [slow]\n    run: {{ cmd: [\"true\"] }}\n",
+        m = marker.display().to_string()
+    ));
+    // The lab is served by a process of its own, so that stopping a run stops only the run.
+    let _server = serve(&team, None);
+    ok(
+        &team.run("alice", &["run", "--phase", "foundation"]),
+        "foundation",
+    );
+    std::fs::write(&marker, "").unwrap();
+    let a = team.spawn("alice", &["run", "--phase", "team"], None);
+    eventually(30, "alice's run to hold the lock", || {
+        show(&team, "bob")["lock"]["pid"].as_u64() == Some(u64::from(a.pid()))
+    });
+    // Alice's machine freezes: her lease is not renewed.
+    a.signal("-STOP");
+    let held = team.run("bob", &["reset", "after-slow"]);
+    assert_eq!(held.status.code(), Some(3), "{}", text(&held.stderr));
+    eventually(20, "the lease to expire", || {
+        show(&team, "bob")["lock"]["expired"] == true
+    });
+    std::fs::remove_file(&marker).unwrap();
+    let resumed = team.run("bob", &["resume"]);
+    let err = ok(&resumed, "bob's resume");
+    assert!(err.contains("its lease expired"), "{err}");
+    let before = team.run("bob", &["status", "--output", "json"]);
+    // Alice wakes up: her lock is gone, she starts nothing and writes nothing more there.
+    a.signal("-CONT");
+    let out = a.wait();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("the lock was taken over"), "{err}");
+    let after = team.run("bob", &["status", "--output", "json"]);
+    assert_eq!(statuses(&after), statuses(&before));
+    assert_eq!(json(&after)["last_run"], json(&before)["last_run"]);
+}
+
+#[test]
+fn an_unreachable_api_server_stops_the_run_with_exit_3_and_nothing_recorded_is_lost() {
+    // `trigger` makes the infra API server (where the state is) unreachable for 9 s; the chain goes
+    // on without it until the lease cannot be renewed.
+    let mut steps = String::from(
+        "  - id: trigger\n    run: { cmd: [sh, -c, 'kubectl --context admin@apps get ns outage-trigger >/dev/null 2>&1; true'] }\n",
+    );
+    for i in 0..12 {
+        let needs = if i == 0 {
+            "trigger".to_string()
+        } else {
+            format!("c{}", i - 1)
+        };
+        steps.push_str(&format!(
+            "  - id: c{i}\n    needs: [{needs}]\n    run: {{ cmd: [sleep, \"0.7\"] }}\n"
+        ));
+    }
+    let team = Team::new(&steps);
+    ok(
+        &team.run("alice", &["run", "--phase", "foundation"]),
+        "foundation",
+    );
+    let faults = r#"[{"id":"infra-down","kind":"api-unreachable","cluster":"infra","matches":"get ns outage-trigger","seconds":9}]"#;
+    let a = team.spawn("alice", &["run", "--phase", "team"], Some(faults));
+    let out = a.wait();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("could not be renewed"), "{err}");
+    assert!(err.contains("starting nothing new"), "{err}");
+    let spool = std::fs::read_to_string(team.state("alice").join("spool.jsonl")).unwrap();
+    let kept: Vec<&str> = spool
+        .lines()
+        .skip(1)
+        .filter(|l| l.contains("\"record\":\"step-finished\""))
+        .collect();
+    assert!(
+        !kept.is_empty(),
+        "steps finished during the outage are kept here: {spool}"
+    );
+    // Once it serves again, the next run sends what was kept and goes on from there.
+    let resumed = (0..40)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(500));
+            team.run("alice", &["resume"])
+        })
+        .find(|o| o.status.code() == Some(0))
+        .expect("resume converges once the API server is back");
+    let err = text(&resumed.stderr);
+    assert!(err.contains("could not send to"), "{err}");
+    let status = team.run("alice", &["status", "--output", "json", "--phase", "team"]);
+    let doc = json(&status);
+    let first_run = kept[0]
+        .split("\"run_id\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    for s in doc["steps"].as_array().unwrap() {
+        assert_eq!(s["status"], "done", "{s}");
+    }
+    assert!(
+        doc["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["run_id"] == first_run),
+        "what finished during the outage is recorded with the run that did it, not run again: {doc}"
+    );
+}
+
+#[test]
+fn a_write_that_loses_its_resource_version_race_is_applied_again_without_losing_a_record() {
+    let team = Team::new(
+        "  - id: one\n    run: { cmd: [\"true\"] }\n  - id: two\n    needs: [one]\n    run: { cmd: [\"true\"] }\n  - id: three\n    needs: [two]\n    run: { cmd: [\"true\"] }\n",
+    );
+    ok(
+        &team.run("alice", &["run", "--phase", "foundation"]),
+        "foundation",
+    );
+    let faults = r#"[{"id":"race","kind":"write-conflict","cluster":"infra","resource":"secrets","name_prefix":"bootstrap-state-g","times":3}]"#;
+    let out = team
+        .spawn("alice", &["run", "--phase", "team"], Some(faults))
+        .wait();
+    let err = ok(&out, "the team phase");
+    assert!(
+        err.contains("3 write(s) to the state lost a resourceVersion race"),
+        "{err}"
+    );
+    let status = team.run("bob", &["status", "--output", "json", "--phase", "team"]);
+    let rows = statuses(&status);
+    assert_eq!(rows.len(), 4, "three steps and the phase's gate: {rows:?}");
+    assert!(rows.iter().all(|(_, s)| s == "done"), "{rows:?}");
+    assert_eq!(json(&status)["last_run"]["outcome"], "succeeded");
+}
+
+#[test]
+fn migrating_onto_another_plans_state_is_refused_unless_forced() {
+    let team = Team::new("  - id: one\n    run: { cmd: [\"true\"] }\n");
+    ok(
+        &team.run("alice", &["run", "--phase", "foundation"]),
+        "foundation",
+    );
+    // Carol's plan has another name and keeps its state in the same namespace from the start.
+    let other = team_plan(
+        team.tmp.path(),
+        "other",
+        "  backend: kubernetes\n  context: admin@infra\n  lease_seconds: 4\n",
+    );
+    let carol = team.state("carol");
+    let migrate = |force: bool| {
+        let mut args = vec!["state", "migrate", "--to", "kubernetes"];
+        if force {
+            args.push("--force");
+        }
+        cmd(&other, &team.phases, &carol, Some(&team.home), &args)
+            .output()
+            .unwrap()
+    };
+    let refused = migrate(false);
+    let err = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("holds the state of another plan, \"lab\""),
+        "{err}"
+    );
+    assert!(err.contains("--force"), "{err}");
+    assert!(!carol.join("backend.json").exists());
+    // Alice's state is untouched.
+    assert_eq!(show(&team, "alice")["last_run"]["outcome"], "succeeded");
+
+    let forced = migrate(true);
+    ok(&forced, "migrate --force");
+    assert!(carol.join("backend.json").exists());
+    let shown = cmd(
+        &other,
+        &team.phases,
+        &carol,
+        Some(&team.home),
+        &["state", "show", "--output", "json"],
+    )
+    .output()
+    .unwrap();
+    let doc = json(&shown);
+    assert_eq!(doc["backend"], "kubernetes", "{doc}");
+    assert_eq!(doc["steps_recorded"], 0, "{doc}");
 }

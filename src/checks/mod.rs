@@ -84,6 +84,9 @@ pub struct Clusters {
     pub nodes: std::collections::BTreeMap<String, Vec<String>>,
 }
 
+/// How long a wait tolerates a kubeconfig that does not exist before it fails.
+const MISSING_KUBECONFIG_GRACE: Duration = Duration::from_secs(10);
+
 impl Clusters {
     pub fn new(plan: &Plan, kubeconfig: PathBuf) -> Self {
         let contexts = plan
@@ -179,6 +182,7 @@ impl Clusters {
                         p.clone_from(&o.detail);
                     }
                 };
+                let mut missing_since: Option<std::time::Instant> = None;
                 let run = async {
                     loop {
                         match self.client(&cluster).await {
@@ -227,6 +231,23 @@ impl Clusters {
                                 .await;
                             }
                             Err(e) => {
+                                // A kubeconfig that does not exist is not something waiting
+                                // fixes (beyond a moment for a step writing it): say so at once.
+                                if !self.kubeconfig.exists()
+                                    && missing_since
+                                        .get_or_insert_with(std::time::Instant::now)
+                                        .elapsed()
+                                        >= MISSING_KUBECONFIG_GRACE
+                                {
+                                    return Outcome {
+                                        passed: false,
+                                        terminal: true,
+                                        detail: format!(
+                                            "{e:#}: the kubeconfig {} does not exist on this machine (the step that merges the cluster's context writes it; `bootstrap run --refresh` asks that step's check again)",
+                                            self.kubeconfig.display()
+                                        ),
+                                    };
+                                }
                                 last = Outcome {
                                     passed: false,
                                     terminal: false,

@@ -186,12 +186,15 @@ fn nothing_to_do(
     let state = crate::engine::environment::with_clusters(ws, choose, || {
         crate::state::backend::load(Some(&ws.spec.plan), &ws.state_dir)
     })?;
+    // Recorded from another origin (a teammate's state dir): its check is asked by a real run.
+    let here = crate::state::origin(&ws.state_dir);
     let all_done = sel.order.iter().all(|&i| {
         let w = &ws.dag.work[i];
-        state
-            .steps
-            .get(w.id())
-            .is_some_and(|s| s.outcome.is_done() && s.fingerprint == w.fingerprint())
+        state.steps.get(w.id()).is_some_and(|s| {
+            s.outcome.is_done()
+                && s.fingerprint == w.fingerprint()
+                && (s.origin.is_empty() || s.origin == here)
+        })
     });
     if !all_done || sel.order.is_empty() {
         return Ok(false);
@@ -604,7 +607,7 @@ fn status_filter<'a>(
 }
 
 /// `bootstrap reset`.
-pub fn reset_command(g: &Global, a: &ResetArgs) -> Result<Exit> {
+pub fn reset_command(g: &Global, a: &ResetArgs, choose: Chooser) -> Result<Exit> {
     let ws = crate::lint::load(g)?;
     if !a.all && a.steps.is_empty() && a.phases.is_empty() {
         return Err(UserError::new("say what to forget")
@@ -677,19 +680,22 @@ pub fn reset_command(g: &Global, a: &ResetArgs) -> Result<Exit> {
         run_id: "reset".into(),
     };
     let lost = crate::state::kube::Lost::new();
-    let mut store = crate::state::backend::open_for_run(&ws.spec.plan, &ws.state_dir, &me, &lost)?;
-    store.append(&Record::Reset {
-        at: crate::state::now(),
-        ids: ids.clone(),
-        all: a.all,
+    crate::engine::environment::with_clusters(&ws, choose, || {
+        let mut store =
+            crate::state::backend::open_for_run(&ws.spec.plan, &ws.state_dir, &me, &lost)?;
+        store.append(&Record::Reset {
+            at: crate::state::now(),
+            ids: ids.clone(),
+            all: a.all,
+        })?;
+        if store.unsent() > 0 {
+            return Err(color_eyre::eyre::eyre!(
+                "the reset is recorded on this machine only: {} cannot be reached; run `bootstrap reset` again once it can",
+                store.describe()
+            ));
+        }
+        Ok(())
     })?;
-    if store.unsent() > 0 {
-        return Err(color_eyre::eyre::eyre!(
-            "the reset is recorded on this machine only: {} cannot be reached; run `bootstrap reset` again once it can",
-            store.describe()
-        ));
-    }
-    drop(store);
     if g.output == crate::cli::OutputMode::Json {
         println!(
             "{}",

@@ -25,6 +25,8 @@ pub(crate) struct Journal {
     selection: Selection,
     /// Each unit's current definition fingerprint, by id.
     fingerprints: HashMap<String, String>,
+    /// Where this run leaves its local files (`host:state dir`).
+    origin: String,
 }
 
 impl Journal {
@@ -35,6 +37,7 @@ impl Journal {
         selection: Selection,
     ) -> Journal {
         Journal {
+            origin: crate::state::origin(&ws.state_dir),
             store,
             run_id,
             selection,
@@ -59,6 +62,7 @@ impl Journal {
                 steps: self.selection.steps.clone(),
                 pid: std::process::id(),
                 host: crate::state::hostname(),
+                origin: self.origin.clone(),
             },
             Event::StepStarted {
                 id, attempt, log, ..

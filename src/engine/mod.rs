@@ -333,6 +333,12 @@ fn finish(run: &mut run::Run, disp: &Dispatcher, signals: &Signals, g: &Global) 
         let run_id = run.run_id.clone();
         journal::blocking(|| run.journal.store.keep_report(&run_id, &md));
     }
+    let races = journal::blocking(|| run.journal.store.conflicts());
+    if races > 0 && g.output != OutputMode::Json {
+        eprintln!(
+            "note: {races} write(s) to the state lost a resourceVersion race (someone else changed the object) and were applied again; no record was lost"
+        );
+    }
     // What `status` reads next (the snapshot plus whatever is recorded after it).
     run.journal.store.finished();
     if run.lost.is_set() {

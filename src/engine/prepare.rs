@@ -24,14 +24,23 @@ pub struct Todo {
 
 /// Decide which selected units must run: not recorded done, changed, downstream of a change, a
 /// gate (every run), or (`--refresh`) a done unit whose check can be asked again.
+///
+/// A unit recorded done by a run from another origin (another machine, or another state directory:
+/// a teammate's run with the state in a cluster) is checked again too: its outputs may be files
+/// that only exist there (a kubeconfig, a talosconfig), and its check rebuilds them here.
 pub fn work(ws: &Workspace, sel: &Selection, state: &State, refresh: bool) -> Todo {
     let mut todo = HashSet::new();
     let mut changed = HashSet::new();
     let mut skip_reason = HashMap::new();
     let in_sel: HashSet<usize> = sel.order.iter().copied().collect();
+    let here = crate::state::origin(&ws.state_dir);
     for &i in &sel.order {
         let w = &ws.dag.work[i];
-        let refreshable = refresh
+        let elsewhere = state
+            .steps
+            .get(w.id())
+            .is_some_and(|s| !s.origin.is_empty() && s.origin != here);
+        let refreshable = (refresh || elsewhere)
             && match w {
                 Work::Step(u) => u.check.is_some() || crate::checks::is_kube(&u.run),
                 Work::Gate(_) => true,

@@ -341,9 +341,14 @@ impl<'a> Run<'a> {
             match a {
                 After::Started(ack, event) => {
                     // Permitted when it asked (a failure later in the batch stops the next one);
-                    // its record is durable (synced above).
-                    let _ = ack.send(true);
-                    self.report(event);
+                    // its record is durable (synced above). A lock lost meanwhile (the write
+                    // found another holder) starts nothing: never two writers.
+                    if self.lost.is_set() {
+                        let _ = ack.send(false);
+                    } else {
+                        let _ = ack.send(true);
+                        self.report(event);
+                    }
                 }
                 After::Report(e) => self.report(e),
                 After::Finished(r, ds) => {

@@ -388,7 +388,11 @@ impl KubeStore {
     fn append_remote(&mut self, bytes: Vec<u8>) -> Result<()> {
         let position = self.conn.call(move |w: &mut Worker| {
             Box::pin(async move {
-                w.remote.append(&bytes).await?;
+                let r = w.remote.append(&bytes).await;
+                if let Some(by) = w.remote.lost_to.take() {
+                    w.lost.set(format!("the lock was taken over by {by}"));
+                }
+                r?;
                 Ok(w.remote.position())
             })
         })?;
@@ -420,13 +424,6 @@ impl KubeStore {
     pub fn report(&self) -> Result<Option<(String, String, String)>> {
         self.conn
             .call(|w: &mut Worker| Box::pin(async move { w.remote.report().await }))
-    }
-
-    /// Lost resourceVersion races so far (each applied again).
-    pub fn conflicts(&self) -> u32 {
-        self.conn
-            .call(|w: &mut Worker| Box::pin(async move { Ok(w.remote.conflicts) }))
-            .unwrap_or(0)
     }
 
     /// Send the spool now, unless the lock is lost or the backend was just unreachable.
@@ -521,6 +518,12 @@ impl Store for KubeStore {
 
     fn describe(&self) -> String {
         self.loc.to_string()
+    }
+
+    fn conflicts(&self) -> u32 {
+        self.conn
+            .call(|w: &mut Worker| Box::pin(async move { Ok(w.remote.conflicts) }))
+            .unwrap_or(0)
     }
 
     fn unsent(&self) -> usize {

@@ -119,6 +119,11 @@ pub enum Record {
         steps: Vec<String>,
         pid: u32,
         host: String,
+        /// `host:state dir`: where this run's steps left their local files (kubeconfig,
+        /// talosconfig). A step recorded from another origin is checked again before it is
+        /// trusted.
+        #[serde(default)]
+        origin: String,
     },
     StepStarted {
         run_id: String,
@@ -184,6 +189,9 @@ pub struct StepState {
     /// When each attempt of its last run started (`logs --attempt N` splits the log by these).
     #[serde(default)]
     pub starts: Vec<String>,
+    /// Where the run that recorded it ran (`host:state dir`; empty when unknown).
+    #[serde(default)]
+    pub origin: String,
 }
 
 /// The last run.
@@ -199,6 +207,9 @@ pub struct RunState {
     /// The machine it ran on (its step logs are there).
     #[serde(default)]
     pub host: String,
+    /// `host:state dir` of the run.
+    #[serde(default)]
+    pub origin: String,
 }
 
 /// Everything the journal says, folded.
@@ -208,7 +219,25 @@ pub struct State {
     pub last_run: Option<RunState>,
 }
 
+/// This process's origin for a state directory: `host:absolute state dir`.
+pub fn origin(state_dir: &std::path::Path) -> String {
+    format!(
+        "{}:{}",
+        hostname(),
+        crate::dag::absolute_dir(state_dir).display()
+    )
+}
+
 impl State {
+    /// The origin of run `run_id`, when it is the last run (the one whose records are folding).
+    fn origin_of(&self, run_id: &str) -> String {
+        self.last_run
+            .as_ref()
+            .filter(|r| r.run_id == run_id)
+            .map(|r| r.origin.clone())
+            .unwrap_or_default()
+    }
+
     /// Fold one record in.
     pub fn apply(&mut self, rec: &Record) {
         match rec {
@@ -218,6 +247,7 @@ impl State {
                 phases,
                 steps,
                 host,
+                origin,
                 ..
             } => {
                 self.last_run = Some(RunState {
@@ -228,6 +258,7 @@ impl State {
                     outcome: "running".into(),
                     finished: None,
                     host: host.clone(),
+                    origin: origin.clone(),
                 });
             }
             Record::StepStarted {
@@ -260,6 +291,7 @@ impl State {
                         detail: "was running when the run stopped".into(),
                         pgid: None,
                         starts,
+                        origin: self.origin_of(run_id),
                     },
                 );
             }
@@ -294,6 +326,7 @@ impl State {
                         detail: detail.clone(),
                         pgid: None,
                         starts,
+                        origin: self.origin_of(run_id),
                     },
                 );
             }
@@ -356,6 +389,10 @@ pub trait Store: Send {
     fn describe(&self) -> String;
     /// Records kept on this machine that the backend does not have yet.
     fn unsent(&self) -> usize {
+        0
+    }
+    /// Writes that lost a resourceVersion race and were applied again.
+    fn conflicts(&self) -> u32 {
         0
     }
 }

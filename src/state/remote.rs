@@ -109,6 +109,26 @@ pub fn answered(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(_))
 }
 
+/// A read, tried again (three times, 300 ms apart) when the API server did not answer: reads are
+/// idempotent, and a connection cut for a moment (an API server restarting, a load balancer
+/// failing over) should not fail a `status`.
+async fn reading<T, Fut>(mut f: impl FnMut() -> Fut) -> std::result::Result<T, kube::Error>
+where
+    Fut: std::future::Future<Output = std::result::Result<T, kube::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        match f().await {
+            Err(e) if !answered(&e) && tries < 3 => {
+                tries += 1;
+                tracing::debug!("state backend: no answer ({e}); reading again");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 fn code(e: &kube::Error) -> u16 {
     match e {
         kube::Error::Api(s) => s.code,
@@ -204,6 +224,8 @@ pub struct Remote {
     me: Option<String>,
     /// How many writes lost a resourceVersion race and were applied again.
     pub conflicts: u32,
+    /// Set when a write found the lock held by someone else (who).
+    pub lost_to: Option<String>,
 }
 
 impl Remote {
@@ -218,6 +240,7 @@ impl Remote {
             tail: None,
             me: None,
             conflicts: 0,
+            lost_to: None,
         })
     }
 
@@ -239,9 +262,7 @@ impl Remote {
     }
 
     pub async fn head(&self) -> Result<Option<Head>> {
-        let s = self
-            .secrets
-            .get_opt(HEAD)
+        let s = reading(|| self.secrets.get_opt(HEAD))
             .await
             .map_err(|e| wrap("reading the head", &self.loc, e))?;
         Ok(s.map(|s| {
@@ -263,9 +284,8 @@ impl Remote {
         if let Some(g) = generation {
             sel.push_str(&format!(",{GENERATION}={g}"));
         }
-        let list = self
-            .secrets
-            .list(&ListParams::default().labels(&sel))
+        let params = ListParams::default().labels(&sel);
+        let list = reading(|| self.secrets.list(&params))
             .await
             .map_err(|e| wrap("listing the journal", &self.loc, e))?;
         let mut items = list.items;
@@ -324,7 +344,7 @@ impl Remote {
 
     /// After a lost race: is the lease still ours? (A 409 from someone else's takeover must not be
     /// retried over: never two writers.)
-    async fn still_ours(&self) -> Result<()> {
+    async fn still_ours(&mut self) -> Result<()> {
         let Some(me) = &self.me else { return Ok(()) };
         let lease = self
             .leases
@@ -336,6 +356,11 @@ impl Remote {
             .and_then(|s| s.holder_identity)
             .unwrap_or_default();
         if &holder != me {
+            self.lost_to = Some(if holder.is_empty() {
+                "nobody (it was released)".to_string()
+            } else {
+                holder.clone()
+            });
             return Err(color_eyre::eyre::eyre!(
                 "state backend ({}): the lock is held by {holder:?} now, not by this run; not writing",
                 self.loc
@@ -570,9 +595,7 @@ impl Remote {
 
     /// The last run's report: (run id, host, markdown).
     pub async fn report(&self) -> Result<Option<(String, String, String)>> {
-        let s = self
-            .secrets
-            .get_opt(REPORT)
+        let s = reading(|| self.secrets.get_opt(REPORT))
             .await
             .map_err(|e| wrap("reading the report", &self.loc, e))?;
         Ok(s.map(|s| {
@@ -593,9 +616,7 @@ impl Remote {
 
     /// The lock's holder now, if its lease is held and not expired.
     pub async fn holder(&self) -> Result<Option<(Holder, bool)>> {
-        let lease = self
-            .leases
-            .get_opt(LEASE)
+        let lease = reading(|| self.leases.get_opt(LEASE))
             .await
             .map_err(|e| wrap("reading the lock", &self.loc, e))?;
         Ok(lease.and_then(|l| {
@@ -611,9 +632,7 @@ impl Remote {
         let pp = PostParams::default();
         for _ in 0..8 {
             let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
-            let existing = self
-                .leases
-                .get_opt(LEASE)
+            let existing = reading(|| self.leases.get_opt(LEASE))
                 .await
                 .map_err(|e| wrap("reading the lock", &self.loc, e))?;
             let mut took_over = None;
@@ -746,6 +765,7 @@ impl Remote {
             tail: None,
             me: self.me.clone(),
             conflicts: 0,
+            lost_to: None,
         }
     }
 }
