@@ -113,7 +113,7 @@ fn after_foundation_the_state_moves_into_the_cluster_and_back_by_command() {
     let run = bs(&plan, &st, None, &["run", "--phase", "foundation"]);
     let err = ok(&run, "foundation");
     assert!(
-        err.contains("the state moved to namespace bootstrap-system of kube context admin@infra"),
+        err.contains("moved to namespace bootstrap-system of kube context admin@infra"),
         "{err}"
     );
     assert!(st.join("backend.json").exists());
@@ -158,6 +158,27 @@ fn after_foundation_the_state_moves_into_the_cluster_and_back_by_command() {
     let again = bs(&plan, &st, None, &["run", "--phase", "foundation"]);
     assert!(ok(&again, "re-run").contains("No changes."));
 
+    // `reset` writes to the cluster too (under the lock), and the next run redoes the step.
+    ok(
+        &bs(&plan, &st, None, &["reset", "talos-dirs/infra"]),
+        "reset in the cluster",
+    );
+    let reset = statuses(&bs(&plan, &st, None, &["status", "--output", "json"]));
+    assert!(
+        reset
+            .iter()
+            .any(|(id, s)| id == "talos-dirs/infra" && s == "never-run"),
+        "{reset:?}"
+    );
+    let redo = bs(&plan, &st, None, &["run", "--phase", "foundation"]);
+    assert!(!ok(&redo, "run after reset").contains("No changes."));
+    let rows = statuses(&bs(&plan, &st, None, &["status", "--output", "json"]));
+    assert_eq!(
+        std::fs::metadata(st.join("spool.jsonl")).map_or(0, |m| m.len()),
+        0,
+        "every record reached the cluster"
+    );
+
     // Back to this machine, and into the cluster again by command: status unchanged each time.
     let back = bs(&plan, &st, None, &["state", "migrate", "--to", "local"]);
     ok(&back, "migrate --to local");
@@ -187,7 +208,8 @@ fn after_foundation_the_state_moves_into_the_cluster_and_back_by_command() {
 }
 
 /// A lab shared by several state directories (`BOOTSTRAP_LAB_HOME`), a plan that keeps its state in
-/// the infra cluster after foundation (lease 4 s), and phases: foundation, then a `team` phase.
+/// the infra cluster after foundation (lease 8 s: short, with room for a loaded 2-core machine),
+/// and phases: foundation, then a `team` phase.
 struct Team {
     tmp: tempfile::TempDir,
     plan: PathBuf,
@@ -196,7 +218,7 @@ struct Team {
 }
 
 const TEAM_STATE: &str =
-    "  backend: kubernetes\n  context: admin@infra\n  after: foundation\n  lease_seconds: 4\n";
+    "  backend: kubernetes\n  context: admin@infra\n  after: foundation\n  lease_seconds: 8\n";
 
 impl Team {
     /// `steps`: the `team` phase's steps (YAML list items, indented two spaces).
@@ -253,6 +275,19 @@ impl Team {
 struct Child(std::process::Child);
 
 impl Child {
+    /// Panics with its output if it has ended (it was expected to still run).
+    fn running(&mut self, what: &str) {
+        if let Ok(Some(_)) = self.0.try_wait() {
+            let c = std::mem::replace(self, Child(Command::new("true").spawn().unwrap()));
+            let out = c.wait();
+            panic!(
+                "{what} ended early ({:?}):\n{}\n{}",
+                out.status.code(),
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+    }
     fn pid(&self) -> u32 {
         self.0.id()
     }
@@ -320,17 +355,26 @@ fn serve(team: &Team, faults: Option<&str>) -> Child {
     c
 }
 
+/// A team whose `slow` step waits while its marker file exists (a run holds the lock there).
+fn held_team() -> (Team, PathBuf) {
+    let team = Team::new("");
+    let marker = team.tmp.path().join("hold");
+    std::fs::write(
+        team.phases.join("90-team.yaml"),
+        format!(
+            "id: team\ntitle: Team rehearsal\nsteps:\n  - id: slow\n    run: {{ cmd: [sh, -c, 'while test -e \"$0\"; do sleep 0.2; done', {m:?}] }}\n  - id: after-slow\n    needs: [slow]\n    run: {{ cmd: [\"true\"] }}\n",
+            m = marker.display().to_string()
+        ),
+    )
+    .unwrap();
+    (team, marker)
+}
+
 #[test]
 fn a_second_state_dir_sees_the_same_steps_and_one_run_at_a_time_with_takeover_after_kill_9() {
-    // `slow` waits while its marker exists (the first run is killed there).
-    let slow = tempfile::tempdir().unwrap();
-    let marker = slow.path().join("hold");
-    let team = Team::new(&format!(
-        "  - id: slow\n    run: {{ cmd: [sh, -c, 'while test -e \"$0\"; do sleep 0.2; done', {m:?}] }}\n  - id: after-slow\n    needs: [slow]\n    run: {{ cmd: [\"true\"] }}\n",
-        m = marker.display().to_string()
-    ));
+    let (team, marker) = held_team();
     let found = team.run("alice", &["run", "--phase", "foundation"]);
-    assert!(ok(&found, "foundation").contains("the state moved to"));
+    assert!(ok(&found, "foundation").contains("state  moved to"));
 
     // Bob's empty state dir, the same plan: the same steps.
     let alice = team.run("alice", &["status", "--output", "json"]);
@@ -346,9 +390,11 @@ fn a_second_state_dir_sees_the_same_steps_and_one_run_at_a_time_with_takeover_af
 
     // Alice runs the team phase and holds the lock while `slow` waits.
     std::fs::write(&marker, "").unwrap();
-    let a = team.spawn("alice", &["run", "--phase", "team"], None);
+    let mut a = team.spawn("alice", &["run", "--phase", "team"], None);
+    let pid = a.pid();
     eventually(30, "alice's run to hold the lock", || {
-        show(&team, "bob")["lock"]["pid"].as_u64() == Some(u64::from(a.pid()))
+        a.running("alice's run");
+        show(&team, "bob")["lock"]["pid"].as_u64() == Some(u64::from(pid))
     });
     let second = team.run("bob", &["run", "--phase", "team"]);
     assert_eq!(second.status.code(), Some(3), "{}", text(&second.stderr));
@@ -380,12 +426,7 @@ fn a_second_state_dir_sees_the_same_steps_and_one_run_at_a_time_with_takeover_af
 
 #[test]
 fn a_holder_that_stops_renewing_loses_the_lock_after_its_lease_and_never_writes_again() {
-    let hold = tempfile::tempdir().unwrap();
-    let marker = hold.path().join("hold");
-    let team = Team::new(&format!(
-        "  - id: slow\n    run: {{ cmd: [sh, -c, 'while test -e \"$0\"; do sleep 0.2; done', {m:?}] }}\n  - id: after-slow\n    needs: [slow]\n    run: {{ cmd: [\"true\"] }}\n",
-        m = marker.display().to_string()
-    ));
+    let (team, marker) = held_team();
     // The lab is served by a process of its own, so that stopping a run stops only the run.
     let _server = serve(&team, None);
     ok(
@@ -393,9 +434,11 @@ fn a_holder_that_stops_renewing_loses_the_lock_after_its_lease_and_never_writes_
         "foundation",
     );
     std::fs::write(&marker, "").unwrap();
-    let a = team.spawn("alice", &["run", "--phase", "team"], None);
+    let mut a = team.spawn("alice", &["run", "--phase", "team"], None);
+    let pid = a.pid();
     eventually(30, "alice's run to hold the lock", || {
-        show(&team, "bob")["lock"]["pid"].as_u64() == Some(u64::from(a.pid()))
+        a.running("alice's run");
+        show(&team, "bob")["lock"]["pid"].as_u64() == Some(u64::from(pid))
     });
     // Alice's machine freezes: her lease is not renewed.
     a.signal("-STOP");
@@ -442,13 +485,40 @@ fn an_unreachable_api_server_stops_the_run_with_exit_3_and_nothing_recorded_is_l
         &team.run("alice", &["run", "--phase", "foundation"]),
         "foundation",
     );
-    let faults = r#"[{"id":"infra-down","kind":"api-unreachable","cluster":"infra","matches":"get ns outage-trigger","seconds":9}]"#;
-    let a = team.spawn("alice", &["run", "--phase", "team"], Some(faults));
+    let faults = r#"[{"id":"infra-down","kind":"api-unreachable","cluster":"infra","matches":"get ns outage-trigger","seconds":12}]"#;
+    let a = team.spawn(
+        "alice",
+        &["run", "--phase", "team", "--output", "json"],
+        Some(faults),
+    );
     let out = a.wait();
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("could not be renewed"), "{err}");
-    assert!(err.contains("starting nothing new"), "{err}");
+    let events: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let lost = events
+        .iter()
+        .find(|e| e["event"] == "lock-lost")
+        .unwrap_or_else(|| panic!("no lock-lost event: {events:?}"));
+    assert!(
+        lost["reason"]
+            .as_str()
+            .unwrap()
+            .contains("could not be renewed"),
+        "{lost}"
+    );
+    assert!(err.contains("It started nothing new after that"), "{err}");
+    // Nothing started after the lock was lost.
+    let at = events
+        .iter()
+        .position(|e| e["event"] == "lock-lost")
+        .unwrap();
+    assert!(
+        !events[at..].iter().any(|e| e["event"] == "step-started"),
+        "a step started after the lock was lost: {events:?}"
+    );
     let spool = std::fs::read_to_string(team.state("alice").join("spool.jsonl")).unwrap();
     let kept: Vec<&str> = spool
         .lines()
@@ -527,7 +597,7 @@ fn migrating_onto_another_plans_state_is_refused_unless_forced() {
     let other = team_plan(
         team.tmp.path(),
         "other",
-        "  backend: kubernetes\n  context: admin@infra\n  lease_seconds: 4\n",
+        "  backend: kubernetes\n  context: admin@infra\n  lease_seconds: 8\n",
     );
     let carol = team.state("carol");
     let migrate = |force: bool| {

@@ -673,12 +673,7 @@ pub fn reset_command(g: &Global, a: &ResetArgs, choose: Chooser) -> Result<Exit>
         }
         Err(LockError::Io(e)) => return Err(e.into()),
     };
-    let me = crate::state::Holder {
-        pid: std::process::id(),
-        host: crate::state::hostname(),
-        started: crate::state::now(),
-        run_id: "reset".into(),
-    };
+    let me = crate::state::Holder::this("reset");
     let lost = crate::state::kube::Lost::new();
     crate::engine::environment::with_clusters(&ws, choose, || {
         let mut store =

@@ -23,12 +23,7 @@ pub fn state_command(g: &Global, cmd: &StateCommand, choose: Chooser) -> Result<
 }
 
 fn me(what: &str) -> Holder {
-    Holder {
-        pid: std::process::id(),
-        host: crate::state::hostname(),
-        started: crate::state::now(),
-        run_id: what.into(),
-    }
+    Holder::this(what)
 }
 
 /// The local directory's lock, for commands that move the state (no run may be writing).

@@ -138,12 +138,7 @@ pub async fn execute(
     // Where steps run comes first: the lab's clusters may be where the state is.
     let extra = environment.start().await?;
     let lost = Lost::new();
-    let me = Holder {
-        pid: std::process::id(),
-        host: crate::state::hostname(),
-        started: crate::state::now(),
-        run_id: run_id.clone(),
-    };
+    let me = Holder::this(&run_id);
     let opened = journal::blocking(|| -> Result<_> {
         let mut store = backend::open_for_run(&ws.spec.plan, &ws.state_dir, &me, &lost)?;
         // Compacted on run start: the journal becomes one snapshot record, then this run's.
@@ -341,6 +336,15 @@ fn finish(run: &mut run::Run, disp: &Dispatcher, signals: &Signals, g: &Global) 
     }
     // What `status` reads next (the snapshot plus whatever is recorded after it).
     run.journal.store.finished();
+    let unsent = journal::blocking(|| run.journal.store.close());
+    if unsent > 0 && !run.lost.is_set() {
+        eprintln!(
+            "\nrun {} ended, but {unsent} of its record(s) are only on this machine: {} could not be reached. The lock is kept until its lease expires; the next run from here sends them.",
+            run.run_id,
+            run.journal.store.describe()
+        );
+        return Ok(Exit::Locked);
+    }
     if run.lost.is_set() {
         eprintln!(
             "\nrun {} stopped: {}. It started nothing new after that; what it recorded is kept{}. The next run takes the lock over once the lease has expired.",

@@ -90,12 +90,7 @@ impl<'a> Run<'a> {
             dirty_since: None,
             held: Vec::new(),
             lost: Lost::new(),
-            me: Holder {
-                pid: std::process::id(),
-                host: crate::state::hostname(),
-                started: crate::state::now(),
-                run_id: String::new(),
-            },
+            me: Holder::this(""),
         }
     }
 
@@ -390,10 +385,12 @@ impl<'a> Run<'a> {
         });
         match moved {
             Ok(k) => {
-                eprintln!(
-                    "note: phase {phase} passed its gate: the state moved to {loc} (state.after); later runs and teammates find it there"
-                );
                 self.journal.store = Box::new(k);
+                self.report(Event::StateMoved {
+                    to: format!(
+                        "{loc}: phase {phase} passed its gate (state.after); later runs and teammates find it there"
+                    ),
+                });
             }
             Err(e) => eprintln!(
                 "warning: the state stays local for now: moving it to {loc} failed: {e:#}"
@@ -439,7 +436,7 @@ impl<'a> Run<'a> {
                 _ = lost.wait(), if !lost_seen => {
                     // Never two writers: start nothing more; what runs may finish and is recorded.
                     lost_seen = true;
-                    eprintln!("error: {}; starting nothing new, letting what runs finish", lost.reason());
+                    self.report(Event::LockLost { reason: lost.reason() });
                     disp.stop();
                     signals.cancel_waits();
                 }

@@ -49,7 +49,7 @@ pub fn findings(spec: &Spec) -> Vec<Finding> {
         out.push(Finding::error(
             "state",
             at(
-                UserError::new(format!("a lease of {} s is too short or too long: the lock is renewed every third of it", l.value))
+                UserError::new(format!("a lease of {} s is too short or too long: the lock is renewed every quarter of it", l.value))
                     .field("state.lease_seconds")
                     .help("use 3 to 3600 seconds (30 is the default: a dead run's lock is taken over after it)"),
                 file,

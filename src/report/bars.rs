@@ -206,6 +206,15 @@ impl Reporter for Bars {
                     self.println(format!("  gate {phase}: {}", self.paint(red(), "FAILED")));
                 }
             }
+            Event::StateMoved { to } if !quiet => {
+                self.println(format!("  state moved to {to}"));
+            }
+            Event::LockLost { reason } => {
+                self.println(format!(
+                    "  {} {reason}; starting nothing new",
+                    self.paint(red(), "lock lost:")
+                ));
+            }
             Event::RunFinished { outcome, .. } => {
                 self.finish();
                 if let Some(line) = summary::line(e, &self.tally) {

@@ -113,6 +113,14 @@ pub enum Event {
         failed: Vec<String>,
         report: String,
     },
+    /// The state moved to a cluster (`state.after`): the run's later records are written there.
+    StateMoved {
+        to: String,
+    },
+    /// The run lost its lock in a cluster backend: nothing new starts; what runs finishes.
+    LockLost {
+        reason: String,
+    },
 }
 
 /// An event with its envelope (`schema`, `ts`), as written by the JSON reporter.
@@ -263,6 +271,10 @@ impl Reporter for Plain {
                 if *passed { "passed" } else { "FAILED" }
             )),
             Event::NothingToDo { steps, .. } => Some(format!("nothing to do: {steps} steps done")),
+            Event::StateMoved { to } => Some(format!("state  moved to {to}")),
+            Event::LockLost { reason } => {
+                Some(format!("lock   lost: {reason}; starting nothing new"))
+            }
             Event::RunFinished { .. } => summary::line(e, &self.tally),
         };
         if let Some(l) = line {
@@ -271,6 +283,7 @@ impl Reporter for Plain {
                     e,
                     Event::RunFinished { .. }
                         | Event::AttemptFailed { .. }
+                        | Event::LockLost { .. }
                         | Event::GateFinished { passed: false, .. }
                 )
                 && !l.starts_with("fail")

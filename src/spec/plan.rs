@@ -190,7 +190,7 @@ pub struct StateSettings {
     /// that file exists, else `$KUBECONFIG` or `~/.kube/config`, as kubectl does).
     #[serde(default)]
     pub kubeconfig: Option<String>,
-    /// How long the run lock (a Lease) lasts without renewal (default 30 s; renewed every third).
+    /// How long the run lock (a Lease) lasts without renewal (default 30 s; renewed every quarter).
     #[serde(default)]
     pub lease_seconds: Option<Spanned<u32>>,
 }

@@ -151,7 +151,10 @@ pub fn resolve(plan: Option<&Plan>, state_dir: &Path) -> Result<Backend> {
         }
         Ok(_) => Ok(Backend::Local),
         Err(e) => {
-            tracing::debug!("no shared state found: {e:#}");
+            eprintln!(
+                "warning: cannot ask {loc} whether this plan's state is already there ({e:#}); using the local state directory {}. If a teammate's run keeps it there, stop and fix the connection first: two local states would both believe they are the record.",
+                state_dir.display()
+            );
             Ok(Backend::Local)
         }
     }
@@ -179,9 +182,20 @@ pub fn open_for_run(
     match resolve(Some(plan), state_dir)? {
         Backend::Local => Ok(Box::new(FileStore::new(state_dir))),
         Backend::Kubernetes(loc) => {
+            let pointed = pointer(state_dir)?.is_some();
             let mut k = KubeStore::open(&loc, state_dir, &plan.name.value, lost.clone())?;
             lock(&mut k, me)?;
             match k.head()? {
+                None if pointed => {
+                    return Err(UserError::new(format!(
+                        "the state this directory points to is gone from {loc} (moved back to a machine with `bootstrap state migrate --to local`, or deleted)"
+                    ))
+                    .help(format!(
+                        "to start over with an empty state there, remove {}; to continue from a teammate's copy, ask them to run `bootstrap state migrate --to kubernetes`",
+                        pointer_path(state_dir).display()
+                    ))
+                    .into());
+                }
                 None => {
                     // A plan whose state is in the cluster from the start: create it there, with
                     // whatever this directory recorded before.

@@ -153,30 +153,50 @@ impl Drop for Conn {
     }
 }
 
-/// Keep the lease: renew it every third of its duration; lost when it was taken, or when no
-/// renewal got through for a whole duration (the next run may take it over by then).
+/// Keep the lease: renew it every quarter of its duration. Lost when a renewal finds another
+/// holder, or when no renewal *sent* in the last two thirds of the duration got through: the lease
+/// may run out on the taker's side (its clock, a request that hangs) before this side hears, so
+/// the run stops well before then (client-go's leader election keeps the same margin between its
+/// renew deadline and the lease duration).
 async fn renew(remote: Remote, lost: Arc<Lost>, seconds: u32) {
     let duration = Duration::from_secs(u64::from(seconds.max(1)));
-    let every = duration / 3;
+    let every = duration / 4;
+    let answer_within = duration / 3;
+    let deadline = duration * 2 / 3;
     let mut last_ok = Instant::now();
     loop {
-        tokio::time::sleep(every).await;
-        match remote.renew().await {
-            Ok(Renewal::Renewed) => last_ok = Instant::now(),
-            Ok(Renewal::Taken(by)) => {
+        tokio::time::sleep(every.min(deadline.saturating_sub(last_ok.elapsed()))).await;
+        let late = last_ok.elapsed() >= deadline;
+        let sent = Instant::now();
+        // Past the deadline (this process was stopped, or the requests hung) one more renewal
+        // still says what happened: taken over, or renewed after all (a write with the
+        // resourceVersion just read succeeds only if nobody took the lease meanwhile).
+        let failure = match tokio::time::timeout(answer_within, remote.renew()).await {
+            Ok(Ok(Renewal::Renewed)) => {
+                if late {
+                    tracing::warn!(
+                        "state backend: the lock was renewed late ({:?} after the last renewal); nobody had taken it",
+                        last_ok.elapsed()
+                    );
+                }
+                last_ok = sent;
+                continue;
+            }
+            Ok(Ok(Renewal::Taken(by))) => {
                 let by = by.map_or("someone else".to_string(), |h| h.to_string());
                 lost.set(format!("the lock was taken over by {by}"));
                 return;
             }
-            Err(e) => {
-                tracing::warn!("state backend: cannot renew the lock: {e}");
-                if last_ok.elapsed() >= duration {
-                    lost.set(format!(
-                        "the lock could not be renewed for {seconds} s (the API server is unreachable: {e})"
-                    ));
-                    return;
-                }
-            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {answer_within:?}"),
+        };
+        tracing::warn!("state backend: cannot renew the lock: {failure}");
+        if last_ok.elapsed() >= deadline {
+            lost.set(format!(
+                "the lock could not be renewed for {} s of its {seconds} s lease (the API server is unreachable: {failure})",
+                last_ok.elapsed().as_secs()
+            ));
+            return;
         }
     }
 }
@@ -212,11 +232,18 @@ impl Spool {
     }
     fn append(&self, base: Option<Position>, bytes: &[u8]) -> Result<()> {
         let write = || -> std::io::Result<()> {
-            let fresh = std::fs::metadata(&self.path).map_or(true, |m| m.len() == 0);
-            let mut f = OpenOptions::new()
+            let mut fresh = std::fs::metadata(&self.path).map_or(true, |m| m.len() == 0);
+            let f = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&self.path)?;
+            if !fresh && self.read().is_none() {
+                // A crash in the spool's first write left a torn header: nothing in it was
+                // acknowledged. Start the spool again.
+                f.set_len(0)?;
+                fresh = true;
+            }
+            let mut f = f;
             let mut buf = Vec::new();
             if fresh {
                 buf.extend(serde_json::to_vec(&SpoolHeader { spool: base })?);
@@ -244,8 +271,9 @@ impl Spool {
     /// Set it aside (the backend moved on without it).
     fn reject(&self) -> PathBuf {
         let to = self.path.with_file_name(format!(
-            "spool.rejected-{}.jsonl",
-            jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
+            "spool.rejected-{}-{}.jsonl",
+            jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S%.fZ"),
+            std::process::id()
         ));
         let _ = std::fs::rename(&self.path, &to);
         to
@@ -357,14 +385,17 @@ impl KubeStore {
     /// Send the spool an earlier run from this machine left, if the backend's journal still ends
     /// where it did then; else set it aside and say so. Returns how many records went.
     pub fn send_spool(&mut self) -> Result<usize> {
+        // Where the journal ends now: what this run's records are written after.
+        self.fetch()?;
         let Some((base, records)) = self.spool.read() else {
+            // Nothing, or a torn header (never acknowledged): start afresh.
+            self.spool.clear()?;
             return Ok(0);
         };
         if records.is_empty() {
             self.spool.clear()?;
             return Ok(0);
         }
-        self.fetch()?;
         let n = records.iter().filter(|b| **b == b'\n').count();
         if base.is_some() && base == self.position {
             self.append_remote(records)?;
@@ -426,6 +457,26 @@ impl KubeStore {
             .call(|w: &mut Worker| Box::pin(async move { w.remote.report().await }))
     }
 
+    /// The end of a run: keep sending until the spool is empty, for at most one lease (the lock
+    /// is still ours meanwhile). Returns the records still unsent; while there are any, the lock
+    /// is not given up (it expires by itself, and the next run from this machine sends them).
+    fn drain_spool(&mut self) -> usize {
+        let end = Instant::now() + Duration::from_secs(u64::from(self.loc.lease_seconds));
+        loop {
+            self.retry_at = None;
+            self.send();
+            let left = Store::unsent(self);
+            if left == 0 || self.lost.is_set() || Instant::now() >= end {
+                if left > 0 {
+                    // Never clear the holder while records are only here.
+                    self.locked = false;
+                }
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// Send the spool now, unless the lock is lost or the backend was just unreachable.
     fn send(&mut self) {
         if self.lost.is_set() || self.retry_at.is_some_and(|t| Instant::now() < t) {
@@ -445,7 +496,12 @@ impl KubeStore {
                 self.retry_at = None;
             }
             Err(e) => {
-                if self.retry_at.is_none() {
+                if self.lost.is_set() {
+                    eprintln!(
+                        "warning: {e:#}; this run's later records stay in {} and will not be sent over the new holder's",
+                        self.spool.path.display()
+                    );
+                } else if self.retry_at.is_none() {
                     eprintln!(
                         "warning: {e:#}; records are kept in {} until it can be reached",
                         self.spool.path.display()
@@ -481,15 +537,33 @@ impl Store for KubeStore {
     }
 
     fn load(&self) -> Result<State> {
-        let found = self.conn.call(|w: &mut Worker| {
-            Box::pin(async move { Ok(w.remote.load().await?.map(|(_, s, _)| s)) })
+        let (found, position) = self.conn.call(|w: &mut Worker| {
+            Box::pin(async move {
+                let found = w.remote.load().await?.map(|(_, s, _)| s);
+                Ok((found, w.remote.position()))
+            })
         })?;
         let mut state = found.unwrap_or_default();
-        // What this machine recorded and could not send yet is known too.
-        if let Some((_, records)) = self.spool.read() {
-            super::journal::fold(&mut state, &records, &self.spool.path, 1);
+        // What this machine recorded and could not send yet is known too, while the journal still
+        // ends where those records were written after (else the next run sets them aside).
+        if let Some((base, records)) = self.spool.read()
+            && !records.is_empty()
+        {
+            if base.is_some() && base == position {
+                super::journal::fold(&mut state, &records, &self.spool.path, 1);
+            } else {
+                eprintln!(
+                    "warning: {} holds records the state in {} moved on from; the next run sets them aside",
+                    self.spool.path.display(),
+                    self.loc
+                );
+            }
         }
         Ok(state)
+    }
+
+    fn close(&mut self) -> usize {
+        self.drain_spool()
     }
 
     fn compact(&mut self) -> Result<(u64, u64)> {
@@ -530,5 +604,53 @@ impl Store for KubeStore {
         self.spool
             .read()
             .map_or(0, |(_, r)| r.iter().filter(|b| **b == b'\n').count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pos(len: usize) -> Option<Position> {
+        Some(Position {
+            generation: 1,
+            chunk: 0,
+            len,
+        })
+    }
+
+    #[test]
+    fn a_spool_keeps_its_base_and_records_and_drops_a_torn_last_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool {
+            path: dir.path().join("spool.jsonl"),
+        };
+        spool.append(pos(10), b"{\"a\":1}\n").unwrap();
+        spool.append(pos(99), b"{\"b\":2}\n").unwrap();
+        let (base, records) = spool.read().unwrap();
+        assert_eq!(base, pos(10), "the base is the first write's");
+        assert_eq!(records, b"{\"a\":1}\n{\"b\":2}\n");
+        // A crash mid-append: the torn record was never acknowledged.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&spool.path)
+            .unwrap()
+            .write_all(b"{\"c\":")
+            .unwrap();
+        assert_eq!(spool.read().unwrap().1, b"{\"a\":1}\n{\"b\":2}\n");
+    }
+
+    #[test]
+    fn a_spool_whose_first_write_was_torn_starts_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool {
+            path: dir.path().join("spool.jsonl"),
+        };
+        std::fs::write(&spool.path, b"{\"spo").unwrap();
+        assert!(spool.read().is_none());
+        spool.append(pos(5), b"{\"a\":1}\n").unwrap();
+        let (base, records) = spool.read().unwrap();
+        assert_eq!(base, pos(5));
+        assert_eq!(records, b"{\"a\":1}\n");
     }
 }

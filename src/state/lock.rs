@@ -15,6 +15,22 @@ pub struct Holder {
     pub host: String,
     pub started: String,
     pub run_id: String,
+    /// `/etc/machine-id` (empty where there is none): two machines may share a host name.
+    #[serde(default)]
+    pub machine: String,
+}
+
+impl Holder {
+    /// This process, running `run_id`, from now.
+    pub fn this(run_id: &str) -> Holder {
+        Holder {
+            pid: std::process::id(),
+            host: hostname(),
+            started: super::now(),
+            run_id: run_id.to_string(),
+            machine: machine_id(),
+        }
+    }
 }
 
 impl std::fmt::Display for Holder {
@@ -52,6 +68,13 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// This machine's id (`/etc/machine-id`), or empty.
+pub fn machine_id() -> String {
+    std::fs::read_to_string("/etc/machine-id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
 pub fn hostname() -> String {
     nix::unistd::gethostname()
         .ok()
@@ -85,12 +108,7 @@ impl Lock {
             Err(std::fs::TryLockError::Error(e)) => return Err(LockError::Io(e)),
         }
         let previous = read_holder(&info);
-        let holder = Holder {
-            pid: std::process::id(),
-            host: hostname(),
-            started: super::now(),
-            run_id: run_id.to_string(),
-        };
+        let holder = Holder::this(run_id);
         std::fs::write(
             &info,
             serde_json::to_vec_pretty(&holder).unwrap_or_default(),

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use journal::FileStore;
-pub use lock::{Holder, Lock, LockError, hostname, pid_alive};
+pub use lock::{Holder, Lock, LockError, hostname, machine_id, pid_alive};
 
 /// A step's status from persisted state.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -53,7 +53,12 @@ pub fn recorded_statuses(
     plan: &crate::spec::Plan,
     state_dir: &std::path::Path,
 ) -> std::collections::HashMap<String, (StepStatus, String)> {
-    let state = backend::load(Some(plan), state_dir).unwrap_or_default();
+    let state = backend::load(Some(plan), state_dir).unwrap_or_else(|e| {
+        eprintln!(
+            "warning: the recorded state could not be read, so every step shows as never run: {e:#}"
+        );
+        State::default()
+    });
     state
         .steps
         .values()
@@ -393,6 +398,10 @@ pub trait Store: Send {
     }
     /// Writes that lost a resourceVersion race and were applied again.
     fn conflicts(&self) -> u32 {
+        0
+    }
+    /// The run is over: make sure the backend has every record. Returns those it still lacks.
+    fn close(&mut self) -> usize {
         0
     }
 }

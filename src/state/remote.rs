@@ -254,7 +254,8 @@ impl Remote {
             },
             ..Default::default()
         };
-        match self.namespaces.create(&PostParams::default(), &ns).await {
+        let pp = PostParams::default();
+        match reading(|| self.namespaces.create(&pp, &ns)).await {
             Ok(_) => Ok(()),
             Err(e) if code(&e) == 409 => Ok(()),
             Err(e) => Err(wrap("creating the namespace", &self.loc, e)),
@@ -369,8 +370,30 @@ impl Remote {
         Ok(())
     }
 
-    /// Append journal bytes (whole lines) to the current generation.
+    /// Append journal bytes (whole lines) to the current generation, in pieces that keep every
+    /// chunk under [`CHUNK_BYTES`] (a line longer than that gets a chunk of its own).
     pub async fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let mut cut = 0;
+            for (i, b) in rest.iter().enumerate() {
+                if *b == b'\n' {
+                    if i + 1 > CHUNK_BYTES && cut > 0 {
+                        break;
+                    }
+                    cut = i + 1;
+                }
+            }
+            if cut == 0 {
+                cut = rest.len();
+            }
+            self.append_piece(&rest[..cut]).await?;
+            rest = &rest[cut..];
+        }
+        Ok(())
+    }
+
+    async fn append_piece(&mut self, bytes: &[u8]) -> Result<()> {
         if bytes.is_empty() {
             return Ok(());
         }
@@ -420,6 +443,16 @@ impl Remote {
                     );
                     self.still_ours().await?;
                     self.reread_tail().await?;
+                    // Our own earlier write whose answer was lost, if the chunk ends with it.
+                    if self.tail.as_ref().is_some_and(|t| t.data.ends_with(bytes)) {
+                        return Ok(());
+                    }
+                }
+                Err(e) if code(&e) == 404 => {
+                    // The chunk is gone: the state was rewritten by someone else (a takeover and
+                    // its compaction). Never write into a generation that is not the head's.
+                    self.still_ours().await?;
+                    return Err(wrap("appending to the journal", &self.loc, e));
                 }
                 Err(e) if !answered(&e) => {
                     // The write may or may not have landed: look before trying again, so a record
@@ -461,8 +494,7 @@ impl Remote {
         let mut tail = None;
         for (i, part) in line.chunks(PART_BYTES).enumerate() {
             let s = self
-                .secrets
-                .create(&pp, &chunk(generation, i as u32, part, None))
+                .create_once(&chunk(generation, i as u32, part, None))
                 .await
                 .map_err(|e| wrap("writing the snapshot", &self.loc, e))?;
             tail = Some(Tail {
@@ -491,6 +523,14 @@ impl Remote {
                 self.secrets.replace(HEAD, &pp, &h).await
             }
         };
+        let committed = match committed {
+            // No answer: the switch may have landed; the head says.
+            Err(e) if !answered(&e) => match self.head().await {
+                Ok(Some(h)) if h.generation == generation => Ok(Secret::default()),
+                _ => Err(e),
+            },
+            other => other,
+        };
         committed.map_err(|e| {
             if code(&e) == 409 {
                 color_eyre::eyre::eyre!(
@@ -503,8 +543,34 @@ impl Remote {
         })?;
         self.generation = Some(generation);
         self.tail = tail;
-        self.delete_chunks(|g| g != generation).await?;
+        // Committed: chunks of other generations are garbage now (deleted again next time).
+        if let Err(e) = self.delete_chunks(|g| g != generation).await {
+            tracing::warn!("{e:#}");
+        }
         Ok(())
+    }
+
+    /// Create a Secret, trying again when the API server did not answer; a retry that finds it
+    /// already there with our data is our own earlier write.
+    async fn create_once(&self, s: &Secret) -> std::result::Result<Secret, kube::Error> {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        let mut tries = 0;
+        loop {
+            match self.secrets.create(&PostParams::default(), s).await {
+                Err(e) if !answered(&e) && tries < 3 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(e) if code(&e) == 409 && tries > 0 => {
+                    let there = reading(|| self.secrets.get_opt(&name)).await?;
+                    match there {
+                        Some(t) if t.data == s.data => return Ok(t),
+                        _ => return Err(e),
+                    }
+                }
+                r => return r,
+            }
+        }
     }
 
     async fn delete_chunks(&self, which: impl Fn(u64) -> bool) -> Result<()> {
@@ -649,8 +715,19 @@ impl Remote {
                     }),
                 },
                 Some(l) => {
+                    let ours = l
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.holder_identity.as_ref())
+                        .is_some_and(|h| h == &identity);
+                    if ours {
+                        // Our own earlier write, whose answer was lost.
+                        self.me = Some(identity);
+                        return Ok(Acquired::Taken { took_over: None });
+                    }
                     if let Some((h, expired)) = holder_of(&l) {
                         let gone = h.host == super::hostname()
+                            && h.machine == super::machine_id()
                             && h.pid != std::process::id()
                             && !super::pid_alive(h.pid);
                         if expired {
@@ -690,6 +767,8 @@ impl Remote {
                     return Ok(Acquired::Taken { took_over });
                 }
                 Err(e) if code(&e) == 409 => continue,
+                // No answer: it may have landed; the next round reads the lease again.
+                Err(e) if !answered(&e) => tokio::time::sleep(Duration::from_millis(300)).await,
                 Err(e) => return Err(wrap("taking the lock", &self.loc, e)),
             }
         }
@@ -719,7 +798,12 @@ impl Remote {
                 Err(e) => return Err(e),
             }
         }
-        Ok(Renewal::Renewed)
+        Err(kube::Error::Api(Box::new(kube::core::Status {
+            code: 409,
+            reason: "Conflict".into(),
+            message: "the lease kept changing under its renewal".into(),
+            ..Default::default()
+        })))
     }
 
     /// Give the lock up, if it is still ours.
@@ -792,6 +876,7 @@ fn holder_of(l: &Lease) -> Option<(Holder, bool)> {
                 pid: parts.next().and_then(|p| p.parse().ok()).unwrap_or(0),
                 run_id: parts.next().unwrap_or_default().to_string(),
                 started: String::new(),
+                machine: String::new(),
             }
         });
     let duration = i64::from(spec.lease_duration_seconds.unwrap_or(30));
