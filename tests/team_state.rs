@@ -637,3 +637,98 @@ fn migrating_onto_another_plans_state_is_refused_unless_forced() {
     assert_eq!(doc["backend"], "kubernetes", "{doc}");
     assert_eq!(doc["steps_recorded"], 0, "{doc}");
 }
+
+/// Successful irreversible actions in the lab's call log (talosctl bootstrap, apply-config
+/// --insecure), by node: each must happen at most once.
+fn irreversible_twice(lab_home: &Path) -> Vec<String> {
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    let calls = std::fs::read_to_string(lab_home.join("calls.jsonl")).unwrap_or_default();
+    for l in calls.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else {
+            continue;
+        };
+        let args: Vec<&str> = v["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
+            .collect();
+        let node = args
+            .iter()
+            .position(|a| *a == "-n")
+            .and_then(|i| args.get(i + 1))
+            .copied()
+            .unwrap_or("");
+        if v["tool"] == "talosctl" && v["exit"] == 0 {
+            if args.last() == Some(&"bootstrap") {
+                *seen.entry(format!("bootstrap {node}")).or_default() += 1;
+            } else if args.contains(&"apply-config") && args.contains(&"--insecure") {
+                *seen.entry(format!("apply-config {node}")).or_default() += 1;
+            }
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(k, n)| format!("{k} ×{n}"))
+        .collect()
+}
+
+/// kill -9 at instants spread over foundation, the move into the cluster and the mesh phase;
+/// `resume` converges each time and no irreversible action runs twice. `BOOTSTRAP_TEAM_CRASH_N`
+/// sets the number of instants (default 3).
+#[test]
+fn kill_9_around_the_move_into_the_cluster_then_resume_converges() {
+    let n: u32 = std::env::var("BOOTSTRAP_TEAM_CRASH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut failures = Vec::new();
+    for i in 0..n {
+        let tmp = tempfile::tempdir().unwrap();
+        let plan = team_plan(tmp.path(), "lab", TEAM_STATE);
+        let (st, home) = (tmp.path().join("state"), tmp.path().join("lab"));
+        let at = Duration::from_millis(1500 + u64::from(i) * 9000 / u64::from(n.max(1)));
+        let mut run = cmd(
+            &plan,
+            &root().join("phases"),
+            &st,
+            Some(&home),
+            &["run", "--phase", "mesh"],
+        );
+        let mut child = run
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(at);
+        let _ = child.kill();
+        let _ = child.wait();
+        let started = st.join("journal.jsonl").exists() || st.join("backend.json").exists();
+        let again = if started { "resume" } else { "run" };
+        let args: &[&str] = if started {
+            &["resume"]
+        } else {
+            &["run", "--phase", "mesh"]
+        };
+        let out = bs(&plan, &st, Some(&home), args);
+        let status = bs(
+            &plan,
+            &st,
+            Some(&home),
+            &["status", "--output", "json", "--phase", "mesh"],
+        );
+        let open: Vec<_> = statuses(&status)
+            .into_iter()
+            .filter(|(_, s)| s != "done" && s != "satisfied")
+            .collect();
+        let twice = irreversible_twice(&home);
+        if out.status.code() != Some(0) || !open.is_empty() || !twice.is_empty() {
+            failures.push(format!(
+                "kill at {at:?}, then {again}: exit {:?}, not done {open:?}, irreversible twice {twice:?}\n{}",
+                out.status.code(),
+                text(&out.stderr)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
