@@ -549,8 +549,9 @@ fn why(name: &str) -> &'static str {
          a chain; with the state dir on tmpfs the same run is about a quarter faster. (2) Spawning: \
          each step crosses the unit task, the dispatcher and the child reaper (futex hand-offs), \
          and the child resets every signal's disposition before exec (~120 rt_sigaction calls \
-         per step under strace). Next levers: a writer thread so the dispatcher goes on during \
-         the fsync; fewer thread hand-offs per step."
+         per step under strace). The fsync already runs off the dispatcher's thread; what is \
+         left of it is a chain's own step waiting for its record. Next lever: fewer thread \
+         hand-offs per step."
     } else if name.starts_with("peak RSS of plan") {
         "plan holds the whole rendered plan (phase files, units, the view) while it prints. \
          Next levers: interned ids, a view that renders one unit at a time."

@@ -25,6 +25,13 @@ use crate::state::kube::Lost;
 use crate::state::{Holder, Outcome, State};
 use crate::workspace::Workspace;
 
+/// Something waiting for the records written before it to be durable: an attempt's answer (and
+/// its `step-started` event), or an event for the reporters.
+enum Held {
+    Ack(tokio::sync::oneshot::Sender<bool>, Event),
+    Event(Event),
+}
+
 /// What to do about a message once its batch of records is durable.
 enum After {
     Started(tokio::sync::oneshot::Sender<bool>, Event),
@@ -58,8 +65,13 @@ pub(crate) struct Run<'a> {
     phases: BTreeSet<String>,
     /// Since when records have been written but not made durable (group commit).
     dirty_since: Option<Instant>,
-    /// Events held back until the records before them are durable (record, then report).
-    held: Vec<Event>,
+    /// Answers and events held back until the records before them are durable (record, then
+    /// report), waiting for the next fsync.
+    held: Vec<Held>,
+    /// Those waiting for the fsync in flight (on a blocking thread, while the run goes on).
+    syncing: Option<Vec<Held>>,
+    /// An attempt waits for its answer: start an fsync as soon as none is in flight.
+    want_sync: bool,
     /// Set when the run loses its lock in a cluster backend: nothing new starts.
     pub lost: Arc<Lost>,
     /// This run as the lock's holder.
@@ -89,6 +101,8 @@ impl<'a> Run<'a> {
             phases: BTreeSet::new(),
             dirty_since: None,
             held: Vec::new(),
+            syncing: None,
+            want_sync: false,
             lost: Lost::new(),
             me: Holder::this(""),
         }
@@ -111,22 +125,64 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Make every written record durable (one fsync), then report the events held for it.
+    /// Make every written record durable (one fsync, waited for), then release what was held for
+    /// it. Only when no fsync is in flight ([`Run::drive`] waits for it first).
     pub fn sync(&mut self) -> Result<()> {
         if self.dirty_since.take().is_some() {
             self.journal.flush()?;
         }
-        for e in std::mem::take(&mut self.held) {
-            self.deliver(e);
+        self.want_sync = false;
+        for h in std::mem::take(&mut self.held) {
+            self.release(h);
         }
         Ok(())
     }
 
+    /// Start an fsync of every record written so far on a blocking thread; what is held now is
+    /// released when it ends ([`Run::end_sync`]). A store that cannot sync off the run's thread
+    /// (a cluster backend) syncs here and returns None.
+    fn begin_sync(&mut self) -> Result<Option<tokio::task::JoinHandle<Result<()>>>> {
+        let Some(fsync) = self.journal.store.sync_off_thread()? else {
+            self.sync()?;
+            return Ok(None);
+        };
+        self.dirty_since = None;
+        self.want_sync = false;
+        self.syncing = Some(std::mem::take(&mut self.held));
+        Ok(Some(tokio::task::spawn_blocking(fsync)))
+    }
+
+    /// The fsync in flight ended: answer the attempts and report the events it covered.
+    fn end_sync(&mut self) {
+        for h in self.syncing.take().unwrap_or_default() {
+            self.release(h);
+        }
+    }
+
+    fn release(&mut self, h: Held) {
+        match h {
+            Held::Ack(ack, event) => {
+                // Permitted when it asked (a failure later stops the next one); its record is
+                // durable now. A lock lost meanwhile (a write found another holder) starts
+                // nothing: never two writers.
+                if self.lost.is_set() {
+                    let _ = ack.send(false);
+                } else {
+                    let _ = ack.send(true);
+                    self.deliver(event);
+                }
+            }
+            Held::Event(e) => self.deliver(e),
+        }
+    }
+
     /// Hand an event to the reporters, once every record written before it is durable (held
-    /// until the next sync otherwise, so reports keep their order).
+    /// until the fsync that covers them otherwise, so reports keep their order).
     fn report(&mut self, e: Event) {
         if self.dirty_since.is_some() {
-            self.held.push(e);
+            self.held.push(Held::Event(e));
+        } else if let Some(waiting) = &mut self.syncing {
+            waiting.push(Held::Event(e));
         } else {
             self.deliver(e);
         }
@@ -329,20 +385,18 @@ impl<'a> Run<'a> {
                 }
             }
         }
-        if after.iter().any(|a| matches!(a, After::Started(..))) {
-            self.sync()?;
-        }
         for a in after {
             match a {
                 After::Started(ack, event) => {
-                    // Permitted when it asked (a failure later in the batch stops the next one);
-                    // its record is durable (synced above). A lock lost meanwhile (the write
-                    // found another holder) starts nothing: never two writers.
-                    if self.lost.is_set() {
-                        let _ = ack.send(false);
+                    // Answered once its record is durable: by the next fsync, which starts as
+                    // soon as none is in flight (write-ahead without stalling the other units).
+                    self.want_sync = true;
+                    if self.dirty_since.is_some() {
+                        self.held.push(Held::Ack(ack, event));
+                    } else if let Some(waiting) = &mut self.syncing {
+                        waiting.push(Held::Ack(ack, event));
                     } else {
-                        let _ = ack.send(true);
-                        self.report(event);
+                        self.release(Held::Ack(ack, event));
                     }
                 }
                 After::Report(e) => self.report(e),
@@ -410,9 +464,14 @@ impl<'a> Run<'a> {
         let mut cancel = signals.cancel.clone();
         let lost = self.lost.clone();
         let mut lost_seen = false;
+        // The fsync in flight, if any.
+        let mut fsync: Option<tokio::task::JoinHandle<Result<()>>> = None;
         loop {
             if signals.cancel.level() > 0 {
                 disp.interrupt();
+            }
+            if fsync.is_none() && self.want_sync {
+                fsync = self.begin_sync()?;
             }
             let ds = disp.decide();
             self.apply(ds, &shared, signals, &tx, &ev_tx);
@@ -440,8 +499,20 @@ impl<'a> Run<'a> {
                     disp.stop();
                     signals.cancel_waits();
                 }
-                _ = tokio::time::sleep_until(self.commit_deadline()), if self.dirty_since.is_some() => self.sync()?,
+                done = async { fsync.as_mut().expect("in flight").await }, if fsync.is_some() => {
+                    fsync = None;
+                    done.map_err(|e| color_eyre::eyre::eyre!("the journal's fsync: {e}"))??;
+                    self.end_sync();
+                }
+                _ = tokio::time::sleep_until(self.commit_deadline()), if self.dirty_since.is_some() && fsync.is_none() => {
+                    fsync = self.begin_sync()?;
+                }
             }
+        }
+        if let Some(f) = fsync.take() {
+            f.await
+                .map_err(|e| color_eyre::eyre::eyre!("the journal's fsync: {e}"))??;
+            self.end_sync();
         }
         while let Ok(e) = ev_rx.try_recv() {
             self.report(e);

@@ -208,6 +208,23 @@ impl Store for FileStore {
         Ok(())
     }
 
+    fn sync_off_thread(&mut self) -> Result<Option<super::OffThreadSync>> {
+        if !self.unsynced {
+            return Ok(Some(Box::new(|| Ok(()))));
+        }
+        let path = self.path.clone();
+        // The same open file: an fsync covers every record written to it before the call.
+        let file = self.open()?.try_clone().map_err(|e| {
+            color_eyre::eyre::eyre!("cannot write the journal {}: {e}", path.display())
+        })?;
+        self.unsynced = false;
+        Ok(Some(Box::new(move || {
+            file.sync_data().map_err(|e| {
+                color_eyre::eyre::eyre!("cannot write the journal {}: {e}", path.display())
+            })
+        })))
+    }
+
     fn load(&self) -> Result<State> {
         if let Some(state) = self.load_from_snapshot() {
             return Ok(state);

@@ -369,6 +369,9 @@ impl State {
     }
 }
 
+/// An fsync to run on a blocking thread.
+pub type OffThreadSync = Box<dyn FnOnce() -> crate::error::Result<()> + Send>;
+
 /// The one interface the engine uses to persist state.
 pub trait Store: Send {
     /// Record a transition durably before returning.
@@ -381,6 +384,11 @@ pub trait Store: Send {
     fn write(&mut self, rec: &Record) -> crate::error::Result<()>;
     /// Make every written record durable (one fsync for a batch: group commit).
     fn sync(&mut self) -> crate::error::Result<()>;
+    /// The same, as work for another thread, so the run goes on meanwhile: what makes every record
+    /// written so far durable. None when the store can only sync in place ([`Store::sync`]).
+    fn sync_off_thread(&mut self) -> crate::error::Result<Option<OffThreadSync>> {
+        Ok(None)
+    }
     /// Everything recorded so far.
     fn load(&self) -> crate::error::Result<State>;
     /// Replace the records with one snapshot of what they add up to, atomically (a crash leaves
