@@ -246,14 +246,7 @@ pub fn lab_command(g: &Global, cmd: &LabCommand) -> Result<Exit> {
                 .into());
             }
             if let Some(pid) = core::serving_pid(&dir) {
-                return Err(crate::error::ExitError::new(
-                    Exit::Locked,
-                    format!(
-                        "the lab in {} is served by process {pid}; stop it first",
-                        dir.root().display()
-                    ),
-                )
-                .into());
+                return Err(served_by(&dir, pid, "; stop it first"));
             }
             match std::fs::remove_dir_all(dir.root()) {
                 Ok(()) => eprintln!("removed the lab in {}", dir.root().display()),
@@ -315,14 +308,7 @@ pub fn lab_command(g: &Global, cmd: &LabCommand) -> Result<Exit> {
         LabCommand::Outage { cluster, seconds } => outage(&plan, &dir, cluster, *seconds),
         LabCommand::Serve => {
             if let Some(pid) = core::serving_pid(&dir) {
-                return Err(crate::error::ExitError::new(
-                    Exit::Locked,
-                    format!(
-                        "the lab in {} is already served by process {pid}",
-                        dir.root().display()
-                    ),
-                )
-                .into());
+                return Err(served_by(&dir, pid, ""));
             }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -353,14 +339,7 @@ pub fn lab_command(g: &Global, cmd: &LabCommand) -> Result<Exit> {
                 let lab = start(&plan, &state_dir).await?;
                 if let Some(pid) = lab.served_by() {
                     lab.shutdown().await;
-                    return Err(crate::error::ExitError::new(
-                        Exit::Locked,
-                        format!(
-                            "the lab in {} is already served by process {pid}",
-                            dir.root().display()
-                        ),
-                    )
-                    .into());
+                    return Err(served_by(&dir, pid, ""));
                 }
                 let kubeconfig = dir.kubeconfig();
                 let entries: Vec<(String, String, String)> = plan
@@ -395,6 +374,18 @@ pub fn lab_command(g: &Global, cmd: &LabCommand) -> Result<Exit> {
             Ok(Exit::Ok)
         }
     }
+}
+
+/// Exit 3: the lab is served by another process (`then`: what to do about it).
+fn served_by(dir: &core::LabDir, pid: u32, then: &str) -> color_eyre::Report {
+    crate::error::ExitError::new(
+        Exit::Locked,
+        format!(
+            "the lab in {} is already served by process {pid}{then}",
+            dir.root().display()
+        ),
+    )
+    .into()
 }
 
 /// `bootstrap lab outage CLUSTER --seconds N`: the trigger the `api-unreachable` fault pulls, by
