@@ -93,9 +93,7 @@ pub fn logs_command(
     let mut tries = attempts(&recs, &a.step);
     if tries.is_empty() {
         // Its records were compacted into the snapshot, which keeps its last run's attempts.
-        let state = crate::engine::environment::with_clusters(&ws, choose, || {
-            crate::state::backend::load(Some(&ws.spec.plan), &ws.state_dir)
-        })?;
+        let state = crate::engine::environment::recorded(&ws, choose)?;
         if let Some(s) = state.steps.get(&a.step) {
             tries = (s.starts.iter().enumerate())
                 .map(|(n, at)| (s.run_id.clone(), n as u32 + 1, at.clone(), s.log.clone()))
@@ -196,9 +194,7 @@ pub fn show_command(
         .iter()
         .find(|s| s.id == a.step)
         .ok_or_else(|| unknown_step(&ws, &a.step))?;
-    let state = crate::engine::environment::with_clusters(&ws, choose, || {
-        crate::state::backend::load(Some(&ws.spec.plan), &ws.state_dir)
-    })?;
+    let state = crate::engine::environment::recorded(&ws, choose)?;
     let recorded = state.steps.get(&a.step);
     let changed = recorded.is_some_and(|r| r.fingerprint != step.fingerprint);
     let history: Vec<Record> = records(&ws.state_dir)

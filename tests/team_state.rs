@@ -355,6 +355,17 @@ fn serve(team: &Team, faults: Option<&str>) -> Child {
     c
 }
 
+/// Alice starts the team phase; returns once Bob sees her run holding the lock.
+fn alice_holds_the_lock(team: &Team) -> Child {
+    let mut a = team.spawn("alice", &["run", "--phase", "team"], None);
+    let pid = a.pid();
+    eventually(30, "alice's run to hold the lock", || {
+        a.running("alice's run");
+        show(team, "bob")["lock"]["pid"].as_u64() == Some(u64::from(pid))
+    });
+    a
+}
+
 /// A team whose `slow` step waits while its marker file exists (a run holds the lock there).
 fn held_team() -> (Team, PathBuf) {
     let team = Team::new("");
@@ -390,12 +401,7 @@ fn a_second_state_dir_sees_the_same_steps_and_one_run_at_a_time_with_takeover_af
 
     // Alice runs the team phase and holds the lock while `slow` waits.
     std::fs::write(&marker, "").unwrap();
-    let mut a = team.spawn("alice", &["run", "--phase", "team"], None);
-    let pid = a.pid();
-    eventually(30, "alice's run to hold the lock", || {
-        a.running("alice's run");
-        show(&team, "bob")["lock"]["pid"].as_u64() == Some(u64::from(pid))
-    });
+    let a = alice_holds_the_lock(&team);
     let second = team.run("bob", &["run", "--phase", "team"]);
     assert_eq!(second.status.code(), Some(3), "{}", text(&second.stderr));
     let err = text(&second.stderr);
@@ -434,12 +440,7 @@ fn a_holder_that_stops_renewing_loses_the_lock_after_its_lease_and_never_writes_
         "foundation",
     );
     std::fs::write(&marker, "").unwrap();
-    let mut a = team.spawn("alice", &["run", "--phase", "team"], None);
-    let pid = a.pid();
-    eventually(30, "alice's run to hold the lock", || {
-        a.running("alice's run");
-        show(&team, "bob")["lock"]["pid"].as_u64() == Some(u64::from(pid))
-    });
+    let a = alice_holds_the_lock(&team);
     // Alice's machine freezes: her lease is not renewed.
     a.signal("-STOP");
     let held = team.run("bob", &["reset", "after-slow"]);

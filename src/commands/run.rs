@@ -183,9 +183,7 @@ fn nothing_to_do(
     g: &Global,
     choose: Chooser,
 ) -> Result<bool> {
-    let state = crate::engine::environment::with_clusters(ws, choose, || {
-        crate::state::backend::load(Some(&ws.spec.plan), &ws.state_dir)
-    })?;
+    let state = crate::engine::environment::recorded(ws, choose)?;
     // Recorded from another origin (a teammate's state dir): its check is asked by a real run.
     let here = crate::state::origin(&ws.state_dir);
     let all_done = sel.order.iter().all(|&i| {
@@ -282,9 +280,7 @@ fn saved_plan_selection(
 /// `bootstrap resume`.
 pub fn resume_command(g: &Global, a: &ResumeArgs, choose: Chooser) -> Result<Exit> {
     let ws = crate::lint::load_checked(g)?;
-    let state = crate::engine::environment::with_clusters(&ws, choose, || {
-        crate::state::backend::load(Some(&ws.spec.plan), &ws.state_dir)
-    })?;
+    let state = crate::engine::environment::recorded(&ws, choose)?;
     let Some(last) = state.last_run else {
         return Err(UserError::new(format!(
             "there is no run to resume in {}",
@@ -354,9 +350,7 @@ pub fn status_command(g: &Global, a: &StatusArgs, choose: Chooser) -> Result<Exi
             if a.selection.phases.is_empty() && a.selection.steps.is_empty() {
                 crate::index::write(&ws, &g.plan, &g.phases);
             }
-            let state = crate::engine::environment::with_clusters(&ws, choose, || {
-                crate::state::backend::load(Some(&ws.spec.plan), &ws.state_dir)
-            })?;
+            let state = crate::engine::environment::recorded(&ws, choose)?;
             (ws.state_dir.clone(), index, state)
         }
     };

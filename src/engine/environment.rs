@@ -88,3 +88,11 @@ pub fn with_clusters<T>(
         out
     })
 }
+
+/// Everything recorded for this workspace, wherever the state is (the lab's clusters brought up
+/// when it may be in one).
+pub fn recorded(ws: &crate::workspace::Workspace, choose: Chooser) -> Result<crate::state::State> {
+    with_clusters(ws, choose, || {
+        crate::state::backend::load(Some(&ws.spec.plan), &ws.state_dir)
+    })
+}

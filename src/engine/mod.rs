@@ -175,9 +175,7 @@ pub async fn execute(
             steps: opts.steps.clone(),
         },
     );
-    let mut run = run::Run::new(ws, outputs, journal, run_id.clone(), started);
-    run.lost = lost.clone();
-    run.me = me;
+    let mut run = run::Run::new(ws, outputs, journal, me, lost, started);
     run.emit(Event::RunStarted {
         run_id: run_id.clone(),
         plan: ws.spec.plan.name.value.clone(),

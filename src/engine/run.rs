@@ -87,12 +87,13 @@ impl<'a> Run<'a> {
         ws: &'a Workspace,
         outputs: super::Outputs,
         journal: Journal,
-        run_id: String,
+        me: Holder,
+        lost: Arc<Lost>,
         started: Instant,
     ) -> Run<'a> {
         Run {
             ws,
-            run_id,
+            run_id: me.run_id.clone(),
             started,
             journal,
             reporter: Fanout(outputs.reporters),
@@ -103,8 +104,8 @@ impl<'a> Run<'a> {
             held: Vec::new(),
             syncing: None,
             want_sync: false,
-            lost: Lost::new(),
-            me: Holder::this(""),
+            lost,
+            me,
         }
     }
 
