@@ -733,3 +733,28 @@ fn kill_9_around_the_move_into_the_cluster_then_resume_converges() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
 }
+
+#[test]
+fn a_damaged_state_pointer_is_named_with_its_line_and_a_fix_and_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let st = tmp.path().join("state");
+    std::fs::create_dir_all(&st).unwrap();
+    std::fs::write(
+        st.join("backend.json"),
+        "{\"backend\": \"kubernetes\", \"plan\":\n",
+    )
+    .unwrap();
+    for args in [&["status"][..], &["state", "show"][..]] {
+        let o = bs(&root().join("plans/lab.yaml"), &st, None, args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("backend.json is not a state pointer") && err.contains("line 2"),
+            "{err}"
+        );
+        assert!(
+            err.contains("remove it to use the local state again"),
+            "{err}"
+        );
+    }
+}
